@@ -1,0 +1,64 @@
+"""The registry and the base-class contract (padding rule, config capture, input checks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from MedSegAttentionLib.models import SegmentationNetwork, SegmentationOutput, build_network, network_names
+
+
+class _TinyNet(SegmentationNetwork):
+    name = "tiny"
+    spatial_dims = 3
+    map_names = ("gate",)
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, divisor: int = 4) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes, self.size_divisor = in_channels, num_classes, divisor
+        self.conv = nn.Conv3d(in_channels, num_classes, 3, padding=1)
+        self.pool = nn.AvgPool3d(divisor)
+
+    def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
+        assert all(s % self.size_divisor == 0 for s in x.shape[2:])
+        logits = self.conv(x)
+        gate = torch.sigmoid(self.pool(logits[:, :1]))
+        return SegmentationOutput(logits, (logits * 2,), {"gate": gate})
+
+
+def test_config_is_captured_with_defaults() -> None:
+    net = _TinyNet(num_classes=3)
+    assert net.config == {"name": "tiny", "in_channels": 1, "num_classes": 3, "divisor": 4}
+
+
+def test_sizes_not_divisible_are_padded_and_cropped_back() -> None:
+    net = _TinyNet().eval()
+    out = net(torch.randn(1, 1, 5, 7, 9), return_maps=True)
+    assert out.logits.shape == (1, 2, 5, 7, 9)
+    assert out.maps["gate"].shape == (1, 1, 5, 7, 9)
+    # the unpadded interior equals a direct convolution (replicate padding only touches the border)
+    x = torch.randn(1, 1, 8, 8, 8)
+    torch.testing.assert_close(net(x).logits, net.conv(x))
+
+
+def test_wrong_dimensionality_and_channels_are_rejected() -> None:
+    net = _TinyNet()
+    with pytest.raises(ValueError, match="3D network.*5-D tensor"):
+        net(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="1 input channel"):
+        net(torch.randn(1, 2, 8, 8, 8))
+
+
+def test_deep_supervision_only_in_training() -> None:
+    net = _TinyNet()
+    assert len(net.train()(torch.randn(1, 1, 8, 8, 8)).deep_supervision) == 1
+    assert net.eval()(torch.randn(1, 1, 8, 8, 8)).deep_supervision == ()
+
+
+def test_build_network_errors_are_specific() -> None:
+    with pytest.raises(ValueError, match="unknown network 'nope'"):
+        build_network({"name": "nope"})
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        build_network({"in_channels": 1})
+    assert {"sipnet", "conresnet", "anunet", "raunet_2d", "raunet_3d", "rstn"} <= set(network_names())

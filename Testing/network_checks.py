@@ -1,0 +1,81 @@
+"""Checks every network must pass; each model's test module calls them with its own small config."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from MedSegAttentionLib.models import SegmentationNetwork, build_network
+from phantoms import phantom_batch
+
+
+def check_output_contract(net: SegmentationNetwork, spatial: tuple[int, ...], batch: int = 1) -> None:
+    """Shapes of logits, deep supervision and maps; maps in [0, 1]; config round-trips."""
+    x = torch.randn(batch, net.in_channels, *spatial)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+        assert out.logits.shape == (batch, net.num_classes, *spatial)
+        assert out.deep_supervision == () and out.maps == {}
+        out_maps = net(x, return_maps=True)
+    assert set(out_maps.maps) == set(net.map_names), (sorted(out_maps.maps), net.map_names)
+    for name, m in out_maps.maps.items():
+        assert m.shape[0] == batch and tuple(m.shape[2:]) == spatial, (name, tuple(m.shape))
+        assert torch.isfinite(m).all(), name
+        assert m.min() >= 0.0 and m.max() <= 1.0, (name, float(m.min()), float(m.max()))
+    torch.testing.assert_close(out_maps.logits, out.logits)  # maps must not change the prediction
+    net.train()
+    out_train = net(x)
+    for ds in out_train.deep_supervision:
+        assert ds.shape == out_train.logits.shape
+    rebuilt = build_network(net.config)
+    assert rebuilt.config == net.config
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in net.parameters())
+
+
+def check_every_parameter_gets_gradient(net: SegmentationNetwork, spatial: tuple[int, ...]) -> None:
+    x, y = phantom_batch(2, spatial, net.in_channels, net.num_classes)
+    net.train()
+    net.zero_grad()
+    out = net(x)
+    loss = sum(F.cross_entropy(t, y) for t in (out.logits, *out.deep_supervision))
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"parameters without gradient: {missing[:10]} ({len(missing)} in all)"
+
+
+def check_eval_deterministic(net: SegmentationNetwork, spatial: tuple[int, ...]) -> None:
+    x = torch.randn(1, net.in_channels, *spatial)
+    net.eval()
+    with torch.no_grad():
+        a = net(x, return_maps=True)
+        b = net(x, return_maps=True)
+    assert torch.equal(a.logits, b.logits)
+    for name in a.maps:
+        assert torch.equal(a.maps[name], b.maps[name]), name
+
+
+def check_learns(
+    net: SegmentationNetwork,
+    spatial: tuple[int, ...],
+    steps: int = 40,
+    lr: float = 3e-3,
+    batch: int = 2,
+    max_ratio: float = 0.2,
+) -> tuple[float, float]:
+    """Fit a tiny seeded phantom batch; the loss must fall below ``max_ratio`` of its start."""
+    torch.manual_seed(0)
+    x, y = phantom_batch(batch, spatial, net.in_channels, net.num_classes)
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    first = last = None
+    for _ in range(steps):
+        optimiser.zero_grad()
+        out = net(x)
+        loss = sum(F.cross_entropy(t, y) for t in (out.logits, *out.deep_supervision))
+        loss.backward()
+        optimiser.step()
+        first = float(loss) if first is None else first
+        last = float(loss)
+    assert last < max_ratio * first, f"loss fell only from {first:.4f} to {last:.4f}"
+    return first, last
