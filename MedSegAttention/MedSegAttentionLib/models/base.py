@@ -3,7 +3,9 @@
 * ``forward(x, return_maps=False)`` returns a :class:`SegmentationOutput`:
   ``logits`` (B, num_classes, *spatial) with background as class 0 (softmax over classes);
   ``deep_supervision``, a tuple of extra logits of the same shape, only in training mode;
-  ``maps``, the named interpretable maps the paper visualises, only when ``return_maps`` is true.
+  ``maps``, the named interpretable maps the paper visualises, only when ``return_maps`` is true;
+  ``aux``, named auxiliary training outputs whose target is not the segmentation itself (e.g.
+  ConResNet's context-residual logits), only in training mode.
 * Input size rule: a spatial size that the network's down-sampling does not divide is padded
   (replicate padding at the high end of each axis) to the next multiple of ``size_divisor`` and every
   output is cropped back, so outputs always have the input's spatial shape.
@@ -28,11 +30,12 @@ from torch import nn
 
 @dataclass
 class SegmentationOutput:
-    """What a network returns: logits, deep-supervision logits (training), named maps (on request)."""
+    """What a network returns: logits; deep supervision and aux (training); named maps (on request)."""
 
     logits: torch.Tensor
     deep_supervision: tuple[torch.Tensor, ...] = ()
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SegmentationNetwork(nn.Module):
@@ -89,6 +92,7 @@ class SegmentationNetwork(nn.Module):
             out.maps = {}
         if not self.training:
             out.deep_supervision = ()
+            out.aux = {}
         return self._crop_output(out, spatial)
 
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
@@ -142,6 +146,7 @@ class SegmentationNetwork(nn.Module):
             logits=out.logits[crop],
             deep_supervision=tuple(to_input_grid(t) for t in out.deep_supervision),
             maps={k: to_input_grid(v) for k, v in out.maps.items()},
+            aux={k: to_input_grid(v) for k, v in out.aux.items()},
         )
 
 
