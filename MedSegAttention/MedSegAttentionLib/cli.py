@@ -1,0 +1,223 @@
+"""The ``medseg`` command line: list models, install weights, segment images (one, a folder, sharded).
+
+Exit codes and the machine-readable progress lines are documented in docs/result-format.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError, MedSegError
+from .imageio import IMAGE_SUFFIXES, is_image_file
+
+EXIT_OK, EXIT_BUG = 0, 1
+
+
+class Reporter:
+    """Progress output: a tqdm bar for people, one JSON line per step for programs, or nothing."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._bar = None
+
+    def emit(self, kind: str, **payload: object) -> None:
+        if self.mode == "machine":
+            print(f"medseg-{kind} {json.dumps(payload)}", flush=True)
+        elif kind in ("warning", "error"):
+            self.close()
+            print(f"{kind}: {payload.get('message')}", file=sys.stderr, flush=True)
+        elif kind == "result" and self.mode == "bar":
+            self.close()
+            print(f"wrote {payload['output_dir']}", flush=True)
+
+    def progress(self, fraction: float, message: str) -> None:
+        if self.mode == "machine":
+            self.emit("progress", fraction=round(fraction, 4), message=message)
+        elif self.mode == "bar":
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", file=sys.stderr)
+            self._bar.set_description_str(message[:40].ljust(40))
+            self._bar.update(int(fraction * 1000) - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
+    parser.add_argument("--model-dir", help="model store folder (default: $MEDSEG_MODEL_DIR or the user cache)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list the model catalog and what is installed")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+
+    install = sub.add_parser("install-weights", help="install verified weights (file or explicit download)")
+    install.add_argument("weights", nargs="?", help="a .safetensors file")
+    install.add_argument("--model", help="id of a catalog model whose card lists the weights' SHA-256")
+    install.add_argument("--card", help="a model card JSON that comes with the weights (e.g. from training)")
+    install.add_argument("--download", action="store_true", help="download the card's weights URL (or --url)")
+    install.add_argument("--url", help="download from this URL instead of the card's")
+
+    seg = sub.add_parser("segment", help="segment images: a file, a DICOM folder, or a folder of images")
+    seg.add_argument("inputs", nargs="+", help="image file(s) (NIfTI/NRRD/MHA), DICOM series folder(s), or a folder of image files")
+    seg.add_argument("--model", required=True, help="model id (see 'medseg models')")
+    seg.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu")
+    seg.add_argument("--output-dir", default="medseg-output", help="results go to OUTPUT_DIR/<case name>/")
+    seg.add_argument("--maps", default="all", help="'all', 'none' or a comma-separated list of map names")
+    seg.add_argument("--level", choices=["L1", "L2", "L3", "L4"], help="ANU-Net pruning level")
+    seg.add_argument("--batch-size", type=int, help="windows or slices per batch (default from the model card)")
+    seg.add_argument("--montage", dest="montage", action="store_true", default=True, help="write overlay.png (default)")
+    seg.add_argument("--no-montage", dest="montage", action="store_false")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing result folders")
+    seg.add_argument("--progress-format", choices=["bar", "machine", "none"], default="bar")
+    return parser
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files and DICOM folders as given; a folder of image files becomes its files (batch mode)."""
+    cases: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if is_image_file(p))
+            cases.extend(files if files else [path])
+        elif path.exists():
+            cases.append(path)
+        else:
+            raise InputError(f"input not found: {path}")
+    return cases
+
+
+def case_name(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _shard(cases: list[Path]) -> tuple[list[Path], str | None]:
+    """Under torchrun (WORLD_SIZE > 1) each rank takes every WORLD_SIZE-th case, on its own GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return cases, None
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    return cases[rank::world], f"cuda:{local_rank}"
+
+
+def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
+    entries = store.catalog()
+    if args.json:
+        print(json.dumps([{"id": e.card.id, "title": e.card.title, "installed": e.installed, "origin": e.origin,
+                           "how_to_install": e.how_to_install} for e in entries], indent=2))
+        return EXIT_OK
+    print(f"model store: {store.root}")
+    for e in entries:
+        state = "installed" if e.installed else "not installed"
+        print(f"  {e.card.id:28s} {state:14s} {e.card.title}")
+        if not e.installed:
+            print(f"  {'':28s} -> {e.how_to_install}")
+    return EXIT_OK
+
+
+def cmd_install(args: argparse.Namespace, store) -> int:  # noqa: ANN001
+    if args.card:
+        if not args.weights:
+            raise InputError("--card needs the weights file next to it: medseg install-weights --card CARD.json FILE")
+        card = store.install_card(args.card, args.weights)
+    elif args.model and (args.download or args.url):
+        from tqdm import tqdm
+
+        with tqdm(unit="B", unit_scale=True, desc="download", file=sys.stderr) as bar:
+            card = store.download_weights(args.model, args.url, progress=lambda done, total: (setattr(bar, "total", total or None), bar.update(done - bar.n)))
+    elif args.model and args.weights:
+        card = store.install_weights(args.model, args.weights)
+    else:
+        raise InputError("say what to install: --model ID FILE, --card CARD.json FILE, or --model ID --download")
+    print(f"installed {card.id} into {store.root}")
+    return EXIT_OK
+
+
+def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_event: threading.Event) -> int:  # noqa: ANN001
+    from .engine import segment, write_result
+    from .imageio import read_image
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    card = store.card(args.model)
+    maps: bool | list[str] = True if args.maps == "all" else False if args.maps == "none" else [m for m in args.maps.split(",") if m]
+    cases, shard_device = _shard(expand_inputs(args.inputs))
+    device = shard_device if shard_device and args.device == "auto" else args.device
+    networks = store.load_networks(card, "cpu")
+    names = [case_name(c) for c in cases]
+    if len(set(names)) != len(names):
+        raise InputError("two inputs share a case name; give them distinct names or run them separately")
+    for index, (case, name) in enumerate(zip(cases, names)):
+        out_dir = Path(args.output_dir) / name
+        if out_dir.exists() and not args.overwrite:
+            raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another --output-dir")
+        share = 1.0 / len(cases)
+
+        def progress(fraction: float, message: str, _i: int = index) -> None:
+            reporter.progress((_i + fraction) * share, f"{name}: {message}" if len(cases) > 1 else message)
+
+        image = read_image(case)
+        result = segment(image, card, store, device=device, maps=maps, level=args.level, batch_size=args.batch_size,
+                         progress=progress, cancel=cancel_event.is_set, networks=networks)
+        result.input_path = str(case.resolve())
+        for warning in result.warnings:
+            reporter.emit("warning", message=warning)
+        if cancel_event.is_set():
+            from .errors import Cancelled
+
+            raise Cancelled("cancelled by the user; nothing was written")
+        written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage, image=image)
+        reporter.emit("result", output_dir=str(written), result=str(written / "result.json"))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = Reporter(getattr(args, "progress_format", "bar"))
+    cancel_event = threading.Event()
+
+    def request_cancel(signum: int, frame: object) -> None:  # noqa: ARG001
+        cancel_event.set()
+
+    previous = {sig: signal.signal(sig, request_cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from .store import ModelStore
+
+        store = ModelStore(args.model_dir)
+        if args.command == "models":
+            return cmd_models(args, store)
+        if args.command == "install-weights":
+            return cmd_install(args, store)
+        return cmd_segment(args, store, reporter, cancel_event)
+    except MedSegError as exc:
+        reporter.emit("error", message=str(exc), code=exc.exit_code)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001  - a bug: say so, with the exit code scripts can trust
+        reporter.emit("error", message=f"internal error: {type(exc).__name__}: {exc}", code=EXIT_BUG)
+        if os.environ.get("MEDSEG_DEBUG"):
+            raise
+        return EXIT_BUG
+    finally:
+        reporter.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Segment one image with one model card: read, check, preprocess, predict, map back, write.
+
+Everything here is geometry-preserving: the label map and every evidence map are returned on the
+input's own grid (size, spacing, origin, direction), whatever the model's spacing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .cards import ModelCard
+from .devices import describe_device, resolve_device
+from .errors import InputError, ModelError, OutOfMemory
+from .imageio import geometry, read_image, write_image
+from .models import SegmentationNetwork
+from .pipelines import pipeline_for
+from .postprocessing import keep_largest_component
+from .preprocessing import array_to_image, preprocess, resample_to_reference
+from .runcontext import CancelCheck, ProgressCallback, RunContext
+from .store import ModelStore
+from .validation import validate_volume
+
+LEVELS = ("L1", "L2", "L3", "L4")
+
+
+@dataclass
+class SegmentationResult:
+    """Label map and evidence maps on the input grid, plus what happened on the way."""
+
+    card: ModelCard
+    label: sitk.Image
+    maps: dict[str, sitk.Image]
+    device: str
+    level: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    input_path: str | None = None
+
+
+def select_maps(card: ModelCard, maps: bool | Sequence[str]) -> list[dict[str, Any]]:
+    """The card's map entries the user asked for (``True`` = all, ``False`` = none, or names)."""
+    if maps is True:
+        return card.maps
+    if not maps:
+        return []
+    known = {m["name"]: m for m in card.maps}
+    unknown = [name for name in maps if name not in known]
+    if unknown:
+        raise InputError(f"model {card.id} has no map(s) {unknown}; available: {sorted(known)}")
+    return [known[name] for name in maps]
+
+
+def prune_for_level(networks: dict[str, SegmentationNetwork], card: ModelCard, level: str | None) -> str | None:
+    """ANU-Net: swap the main network for its pruned sub-network (same weights) at ``level``."""
+    levels = card.inference.get("levels")
+    if level is None:
+        level = card.inference.get("default_level")
+        if level is None:
+            return None
+    if not levels:
+        raise InputError(f"model {card.id} cannot be pruned; --level applies to ANU-Net models")
+    if level not in levels:
+        raise InputError(f"pruning level {level!r} is not offered by {card.id}; choose one of {levels}")
+    networks["main"] = networks["main"].pruned(LEVELS.index(level) + 1).eval()  # type: ignore[operator]
+    return level
+
+
+def segment(
+    image: sitk.Image | str | os.PathLike[str],
+    card: ModelCard,
+    store: ModelStore,
+    device: str = "auto",
+    maps: bool | Sequence[str] = True,
+    level: str | None = None,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    networks: dict[str, SegmentationNetwork] | None = None,
+) -> SegmentationResult:
+    """Run ``card``'s model on ``image``; nothing the caller passed in is modified."""
+    timings: dict[str, float] = {}
+    ctx = RunContext(device=resolve_device(device), progress=progress, cancel=cancel)
+    ctx.batch_size = int(batch_size or card.inference.get("batch_size", 4))
+    wanted_maps = select_maps(card, maps)
+
+    t0 = time.perf_counter()
+    ctx.report(0.0, "reading input")
+    input_path = None
+    if not isinstance(image, sitk.Image):
+        input_path = str(Path(image).resolve())
+        image = read_image(image)
+    ctx.warnings.extend(validate_volume(image, card.input_channels, card.modality))
+    timings["read"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ctx.report(0.02, "loading model")
+    if networks is None:
+        networks = store.load_networks(card, ctx.device)
+    else:
+        networks = {role: net.to(ctx.device).eval() for role, net in networks.items()}
+    level = prune_for_level(networks, card, level)
+    ctx.report(0.05, "preprocessing")
+    array, grid = preprocess(image, card.preprocessing)
+    timings["preprocess"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    volume = torch.from_numpy(array)
+    probabilities, raw_maps = _predict_with_fallback(volume, networks, card, ctx, bool(wanted_maps))
+    timings["inference"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ctx.report(0.9, "mapping results onto the input grid")
+    label = _label_on_input_grid(probabilities.cpu().numpy(), grid, image, card)
+    out_maps: dict[str, sitk.Image] = {}
+    for entry in wanted_maps:
+        source = entry.get("source", entry["name"])
+        if source not in raw_maps:
+            raise ModelError(f"model {card.id} declares map {entry['name']!r} but the network produced {sorted(raw_maps)}")
+        out_maps[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image)
+    timings["postprocess"] = time.perf_counter() - t0
+    ctx.report(1.0, "done")
+    return SegmentationResult(
+        card=card,
+        label=label,
+        maps=out_maps,
+        device=describe_device(ctx.device),
+        level=level,
+        warnings=list(ctx.warnings),
+        timings=timings,
+        input_path=input_path,
+    )
+
+
+def _predict_with_fallback(
+    volume: torch.Tensor,
+    networks: dict[str, SegmentationNetwork],
+    card: ModelCard,
+    ctx: RunContext,
+    with_maps: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run the card's pipeline; on GPU out-of-memory halve the window batch, then fall back to CPU."""
+    pipeline = pipeline_for(card.inference["mode"])
+    while True:
+        try:
+            return pipeline(volume, networks, card.inference, ctx.span(0.1, 0.88), with_maps)
+        except torch.OutOfMemoryError:
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if ctx.batch_size > 1:
+                ctx.batch_size //= 2
+                ctx.warn(f"out of memory on {ctx.device}; retrying with {ctx.batch_size} window(s) per batch")
+            elif ctx.device.type != "cpu":
+                ctx.warn(f"out of memory on {ctx.device} even with one window per batch; falling back to the CPU")
+                ctx.device = torch.device("cpu")
+                for role, net in networks.items():
+                    networks[role] = net.to(ctx.device)
+            else:
+                raise OutOfMemory("out of memory on the CPU; free memory or use a smaller input") from None
+
+
+def _label_on_input_grid(probabilities: np.ndarray, grid: sitk.Image, reference: sitk.Image, card: ModelCard) -> sitk.Image:
+    values = np.array([0] + [label["value"] for label in card.labels])
+    if len(values) != probabilities.shape[0]:
+        raise ModelError(
+            f"model {card.id} lists {len(values) - 1} label(s) but the network predicts {probabilities.shape[0] - 1}"
+        )
+    on_input = resample_to_reference(probabilities.astype(np.float32), grid, reference)
+    classes = np.argmax(on_input, axis=0)
+    label_array = values[classes]
+    if card.inference.get("largest_component"):
+        label_array = keep_largest_component(label_array)
+    dtype = np.uint8 if values.max() < 256 else np.uint16
+    label = sitk.GetImageFromArray(label_array.astype(dtype))
+    label.CopyInformation(reference)
+    return label
+
+
+def _map_on_input_grid(values: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """A (C, z, y, x) map: one channel is written as a scalar volume, several as their maximum."""
+    single = values.max(axis=0) if values.ndim == 4 else values
+    on_input = np.clip(resample_to_reference(single.astype(np.float32), grid, reference), 0.0, 1.0)
+    image = sitk.GetImageFromArray(on_input.astype(np.float32))
+    image.CopyInformation(reference)
+    return image
+
+
+def write_result(result: SegmentationResult, out_dir: str | os.PathLike[str], overwrite: bool = False, montage: bool = False, image: sitk.Image | None = None) -> Path:
+    """Write the result folder (docs/result-format.md) atomically: all of it or nothing."""
+    import json
+
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not overwrite:
+        raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        write_image(result.label, staging / "segmentation.nrrd")
+        map_entries = []
+        if result.maps:
+            (staging / "maps").mkdir()
+        by_name = {m["name"]: m for m in result.card.maps}
+        for name, map_image in result.maps.items():
+            write_image(map_image, staging / "maps" / f"{name}.nrrd")
+            entry = by_name[name]
+            map_entries.append({"name": name, "file": f"maps/{name}.nrrd", "title": entry["title"], "kind": entry["kind"]})
+        if montage and image is not None:
+            from .montage import save_montage
+
+            save_montage(image, result.label, next(iter(result.maps.values()), None), staging / "overlay.png")
+        result.timings["write"] = time.perf_counter() - t0
+        document = {
+            "format_version": 1,
+            "model": {"id": result.card.id, "title": result.card.title, "level": result.level},
+            "input": {"path": result.input_path, **{k: geometry(result.label)[k] for k in ("size", "spacing")}},
+            "segmentation": "segmentation.nrrd",
+            "labels": result.card.labels,
+            "maps": map_entries,
+            "device": result.device,
+            "warnings": result.warnings,
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        }
+        (staging / "result.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir

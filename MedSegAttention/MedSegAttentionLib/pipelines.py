@@ -1,0 +1,61 @@
+"""Inference pipelines, one per card ``inference.mode``; each maps a preprocessed volume to
+probabilities and evidence maps on the model grid.
+
+* ``sliding_window``: 3D patches with overlap blending (SIP-Net, ConResNet, RA-UNet-II, 3D ANU-Net).
+* ``slicewise``: a 2D network over axial slices (ANU-Net 2D, RA-UNet-I).
+* ``raunet_cascade`` and ``rstn_coarse_to_fine``: the paper pipelines, in :mod:`.cascades`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .models import SegmentationNetwork
+from .runcontext import RunContext
+from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
+
+Pipeline = Callable[[torch.Tensor, Mapping[str, SegmentationNetwork], Mapping[str, Any], RunContext, bool], Prediction]
+
+
+def patch_size_zyx(inference: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The card gives the patch as (x, y, z) voxels like spacing; arrays are (z, y, x)."""
+    x, y, z = inference.get("patch_size", [96, 96, 96])
+    return int(z), int(y), int(x)
+
+
+def run_sliding_window(
+    volume: torch.Tensor, networks: Mapping[str, SegmentationNetwork], inference: Mapping[str, Any], ctx: RunContext, with_maps: bool
+) -> Prediction:
+    return sliding_window_inference(
+        volume,
+        networks["main"],
+        patch_size_zyx(inference),
+        ctx,
+        overlap=float(inference.get("overlap", 0.5)),
+        blend=str(inference.get("blend", "gaussian")),
+        with_maps=with_maps,
+    )
+
+
+def run_slicewise(
+    volume: torch.Tensor, networks: Mapping[str, SegmentationNetwork], inference: Mapping[str, Any], ctx: RunContext, with_maps: bool
+) -> Prediction:
+    return slicewise_inference(
+        volume, networks["main"], ctx, context=int(inference.get("slice_context", 0)), with_maps=with_maps
+    )
+
+
+def pipeline_for(mode: str) -> Pipeline:
+    if mode == "sliding_window":
+        return run_sliding_window
+    if mode == "slicewise":
+        return run_slicewise
+    from . import cascades
+
+    if mode == "raunet_cascade":
+        return cascades.run_raunet_cascade
+    if mode == "rstn_coarse_to_fine":
+        return cascades.run_rstn
+    raise ValueError(f"unknown inference mode {mode!r}")

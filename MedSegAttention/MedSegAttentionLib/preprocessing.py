@@ -1,0 +1,134 @@
+"""Preprocessing shared by inference and training: one definition, read from the model card.
+
+Geometry: the model grid keeps the input's origin and direction and only changes the spacing, so
+mapping outputs back with :func:`resample_to_reference` aligns them with the input voxel for voxel,
+also for oblique directions. Axis order: spacings are (x, y, z) in millimetres as ITK and Slicer show
+them; arrays are (z, y, x) as SimpleITK/NumPy/PyTorch store them.
+
+Intensity methods (``card["preprocessing"]["intensity"]``):
+* ``{"method": "ct_window", "window": [lo, hi]}``: clip Hounsfield units to the window, scale to [0, 1].
+* ``{"method": "zscore", "nonzero": true}``: subtract mean and divide by standard deviation (computed
+  over non-zero voxels when ``nonzero``), the usual MR normalisation.
+* ``{"method": "percentile_zscore", "percentiles": [0.5, 99.5]}``: clip to percentiles, then z-score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """Target spacing (x, y, z mm; ``None`` per axis keeps the input's) and intensity normalisation."""
+
+    target_spacing: tuple[float | None, float | None, float | None] | None = None
+    intensity: Mapping[str, Any] = field(default_factory=lambda: {"method": "zscore", "nonzero": False})
+
+    @classmethod
+    def from_card(cls, preprocessing: Mapping[str, Any]) -> "PreprocessingSpec":
+        spacing = preprocessing.get("target_spacing")
+        return cls(
+            target_spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
+            intensity=dict(preprocessing.get("intensity", {"method": "zscore", "nonzero": False})),
+        )
+
+    def spacing_for(self, image: sitk.Image) -> tuple[float, float, float]:
+        if self.target_spacing is None:
+            return tuple(image.GetSpacing())  # type: ignore[return-value]
+        return tuple(t if t is not None else s for t, s in zip(self.target_spacing, image.GetSpacing()))  # type: ignore[return-value]
+
+
+def model_grid(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:
+    """An empty image with the input's origin and direction, the given spacing, covering its extent."""
+    size = [
+        max(1, int(round(n * s_in / s_out))) for n, s_in, s_out in zip(image.GetSize(), image.GetSpacing(), spacing)
+    ]
+    grid = sitk.Image(size, sitk.sitkUInt8)
+    grid.SetOrigin(image.GetOrigin())
+    grid.SetDirection(image.GetDirection())
+    grid.SetSpacing([float(s) for s in spacing])
+    return grid
+
+
+def resample_like(image: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resample ``image`` onto ``reference``'s grid (identity transform in physical space)."""
+    if _same_grid(image, reference):
+        return image
+    return sitk.Resample(
+        image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID(), useNearestNeighborExtrapolator=True
+    )
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=0, atol=1e-6)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=1e-6)
+        and np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=1e-9)
+    )
+
+
+def normalise_intensity(array: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:
+    """Apply the card's intensity normalisation to a float array; returns float32."""
+    method = intensity.get("method")
+    data = array.astype(np.float32, copy=True)
+    if method == "ct_window":
+        lo, hi = (float(v) for v in intensity["window"])
+        np.clip(data, lo, hi, out=data)
+        data -= lo
+        data /= hi - lo
+        return data
+    if method == "percentile_zscore":
+        lo, hi = np.percentile(data, intensity.get("percentiles", [0.5, 99.5]))
+        np.clip(data, lo, hi, out=data)
+        return _zscore(data, data != data.min() if intensity.get("nonzero") else None)
+    if method == "zscore":
+        return _zscore(data, data != 0 if intensity.get("nonzero") else None)
+    raise InputError(f"unknown intensity normalisation {method!r} in the model card")
+
+
+def _zscore(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    values = data[mask] if mask is not None and mask.any() else data
+    mean, std = float(values.mean()), float(values.std())
+    data -= mean
+    data /= max(std, 1e-8)
+    return data
+
+
+def preprocess(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image]:
+    """Resample to the model spacing and normalise.
+
+    Returns the (C, z, y, x) float32 array on the model grid and that grid (an image whose geometry
+    the outputs are defined on).
+    """
+    grid = model_grid(image, spec.spacing_for(image))
+    float_image = sitk.Cast(image, sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32)
+    resampled = resample_like(float_image, grid, sitk.sitkLinear)
+    array = sitk.GetArrayFromImage(resampled)
+    array = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+    normalised = np.stack([normalise_intensity(channel, spec.intensity) for channel in array])
+    return normalised, grid
+
+
+def array_to_image(array: np.ndarray, grid: sitk.Image) -> sitk.Image:
+    """Wrap a (z, y, x) or (C, z, y, x) array in an image with ``grid``'s geometry."""
+    vector = array.ndim == 4
+    image = sitk.GetImageFromArray(np.moveaxis(array, 0, -1) if vector else array, isVector=vector)
+    image.CopyInformation(grid)
+    return image
+
+
+def resample_to_reference(
+    array: np.ndarray, grid: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear
+) -> np.ndarray:
+    """Bring a (z, y, x) or (C, z, y, x) array from the model grid onto the input grid."""
+    reference_grid = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    reference_grid.CopyInformation(reference)
+    out = sitk.GetArrayFromImage(resample_like(array_to_image(array, grid), reference_grid, interpolator))
+    return np.moveaxis(out, -1, 0) if array.ndim == 4 else out

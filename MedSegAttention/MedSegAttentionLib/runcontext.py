@@ -1,0 +1,66 @@
+"""Progress reporting and cooperative cancel, passed down through every long step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .errors import Cancelled
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class RunContext:
+    """Device and run options plus the progress/cancel hooks of one segmentation run.
+
+    ``progress(fraction, message)`` receives a fraction of the whole run that never decreases;
+    :meth:`span` gives a sub-context that maps its own 0..1 onto a slice of the parent's range.
+    ``cancel()`` returning true makes the next :meth:`check_cancel` raise :class:`Cancelled`.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 4
+    amp: bool = True
+    progress: ProgressCallback | None = None
+    cancel: CancelCheck | None = None
+    warnings: list[str] = field(default_factory=list)
+    _start: float = 0.0
+    _end: float = 1.0
+    _last: list[float] = field(default_factory=lambda: [0.0])
+
+    def report(self, fraction: float, message: str) -> None:
+        self.check_cancel()
+        value = self._start + (self._end - self._start) * min(max(fraction, 0.0), 1.0)
+        value = max(value, self._last[0])
+        self._last[0] = value
+        if self.progress is not None:
+            self.progress(value, message)
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("cancelled by the user; nothing was written")
+
+    def span(self, start: float, end: float) -> "RunContext":
+        """A child context whose 0..1 covers [start, end] of this context's range."""
+        width = self._end - self._start
+        child = RunContext(
+            device=self.device,
+            batch_size=self.batch_size,
+            amp=self.amp,
+            progress=self.progress,
+            cancel=self.cancel,
+            warnings=self.warnings,
+        )
+        child._start, child._end, child._last = self._start + width * start, self._start + width * end, self._last
+        return child
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp and self.device.type == "cuda"

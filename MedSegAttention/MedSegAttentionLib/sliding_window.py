@@ -1,0 +1,149 @@
+"""Patch-based 3D inference and slice-wise 2D inference with blending of probabilities and maps.
+
+Windows are placed evenly (the first at 0, the last flush with the end, neighbours overlapping by at
+least ``overlap``), predicted in batches, and blended with a Gaussian (sigma = patch/8, as nnU-Net and
+MONAI do) or a constant importance. Probabilities (softmax) and the evidence maps are accumulated on
+the compute device with the same weights, so a map is stitched exactly like the segmentation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import SegmentationNetwork
+from .runcontext import RunContext
+
+Prediction = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start indices along one axis: evenly spread, first at 0, last at ``size - patch``."""
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1.0 - overlap)))
+    count = math.ceil((size - patch) / step) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, size - patch, count)})
+
+
+def importance_map(patch: Sequence[int], blend: str, device: torch.device) -> torch.Tensor:
+    """Blending weight of a window: Gaussian (sigma = patch / 8) or constant; never zero."""
+    if blend == "constant":
+        return torch.ones(tuple(patch), device=device)
+    if blend != "gaussian":
+        raise ValueError(f"unknown blend mode {blend!r}; use 'gaussian' or 'constant'")
+    axes = []
+    for n in patch:
+        coords = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2.0
+        axes.append(torch.exp(-0.5 * (coords / (n / 8.0)) ** 2))
+    weight = axes[0]
+    for axis in axes[1:]:
+        weight = weight[..., None] * axis
+    weight = weight / weight.max()
+    return weight.clamp_min(float(weight[weight > 0].min()))
+
+
+def _predict(net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool) -> Prediction:
+    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=ctx.use_amp):
+        out = net(batch, return_maps=with_maps)
+    probabilities = torch.softmax(out.logits.float(), dim=1)
+    return probabilities, {k: v.float() for k, v in out.maps.items()}
+
+
+@torch.inference_mode()
+def sliding_window_inference(
+    volume: torch.Tensor,
+    net: SegmentationNetwork,
+    patch_size: Sequence[int],
+    ctx: RunContext,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    with_maps: bool = False,
+) -> Prediction:
+    """Predict a (C, D, H, W) volume with a 3D network; returns probabilities (K, D, H, W) and maps.
+
+    A volume smaller than the patch along an axis is replicate-padded to the patch and cropped back.
+    Results are float32 on the compute device.
+    """
+    spatial = tuple(volume.shape[1:])
+    patch = tuple(int(p) for p in patch_size)
+    pads: list[int] = []
+    for s, p in zip(reversed(spatial), reversed(patch)):
+        pads += [0, max(0, p - s)]
+    padded = F.pad(volume[None], pads, mode="replicate")[0] if any(pads) else volume
+    padded = padded.to(ctx.device, non_blocking=True)
+    full = tuple(padded.shape[1:])
+    starts = [window_starts(s, p, overlap) for s, p in zip(full, patch)]
+    corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    weight = importance_map(patch, blend, ctx.device)
+
+    probs_sum: torch.Tensor | None = None
+    maps_sum: dict[str, torch.Tensor] = {}
+    weight_sum = torch.zeros(full, device=ctx.device)
+    for first in range(0, len(corners), ctx.batch_size):
+        ctx.report(first / len(corners), f"sliding window {first + 1}/{len(corners)}")
+        chunk = corners[first : first + ctx.batch_size]
+        slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in chunk]
+        batch = torch.stack([padded[(slice(None),) + sl] for sl in slices])
+        probabilities, maps = _predict(net, batch, ctx, with_maps)
+        if probs_sum is None:
+            probs_sum = torch.zeros((probabilities.shape[1],) + full, device=ctx.device)
+        for i, sl in enumerate(slices):
+            probs_sum[(slice(None),) + sl] += probabilities[i] * weight
+            weight_sum[sl] += weight
+            for name, value in maps.items():
+                if name not in maps_sum:
+                    maps_sum[name] = torch.zeros((value.shape[1],) + full, device=ctx.device)
+                maps_sum[name][(slice(None),) + sl] += value[i] * weight
+    ctx.report(1.0, "sliding window done")
+    assert probs_sum is not None
+    crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
+    weight_sum = weight_sum[crop[1:]]
+    return probs_sum[crop] / weight_sum, {k: (v[crop] / weight_sum).clamp_(0, 1) for k, v in maps_sum.items()}
+
+
+def slice_stack(volume: torch.Tensor, indices: Sequence[int], context: int) -> torch.Tensor:
+    """(B, C * (2 * context + 1), H, W): each slice with ``context`` neighbours on each side (clamped)."""
+    depth = volume.shape[1]
+    stacks = []
+    for z in indices:
+        neighbours = [min(max(z + d, 0), depth - 1) for d in range(-context, context + 1)]
+        stacks.append(volume[:, neighbours].reshape(-1, *volume.shape[2:]))
+    return torch.stack(stacks)
+
+
+@torch.inference_mode()
+def slicewise_inference(
+    volume: torch.Tensor,
+    net: SegmentationNetwork,
+    ctx: RunContext,
+    context: int = 0,
+    with_maps: bool = False,
+) -> Prediction:
+    """Predict a (C, D, H, W) volume with a 2D network, axial slice by slice (axis D).
+
+    ``context`` neighbouring slices on each side are stacked as extra channels (RSTN uses 1: three
+    slices). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on the compute device.
+    """
+    volume = volume.to(ctx.device, non_blocking=True)
+    depth = volume.shape[1]
+    probs_out: torch.Tensor | None = None
+    maps_out: dict[str, torch.Tensor] = {}
+    for first in range(0, depth, ctx.batch_size):
+        ctx.report(first / depth, f"slices {first + 1}-{min(depth, first + ctx.batch_size)}/{depth}")
+        indices = list(range(first, min(depth, first + ctx.batch_size)))
+        probabilities, maps = _predict(net, slice_stack(volume, indices, context), ctx, with_maps)
+        if probs_out is None:
+            probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
+        probs_out[:, indices] = probabilities.transpose(0, 1)
+        for name, value in maps.items():
+            if name not in maps_out:
+                maps_out[name] = torch.zeros((value.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
+            maps_out[name][:, indices] = value.transpose(0, 1)
+    ctx.report(1.0, "slices done")
+    assert probs_out is not None
+    return probs_out, maps_out

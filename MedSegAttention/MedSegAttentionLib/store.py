@@ -1,0 +1,187 @@
+"""The model store: where installed cards and weights live, and how they get there.
+
+Location: the ``root`` argument, else ``$MEDSEG_MODEL_DIR``, else the user's cache directory
+(``~/.cache/medsegattention/models``, ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS).
+Layout: ``cards/<id>.json`` for models installed with their own card (trained here or brought by the
+user), ``weights/<file>.safetensors`` for weights. A catalog card without installed weights is listed
+as "not installed" with the command that installs or trains it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .cards import ModelCard, builtin_cards
+from .errors import ModelError
+from .models import SegmentationNetwork, build_network
+from .weights import load_weights, sha256_file
+
+ENV_MODEL_DIR = "MEDSEG_MODEL_DIR"
+ByteProgress = Callable[[int, int], None]
+
+
+def default_store_root() -> Path:
+    if os.environ.get(ENV_MODEL_DIR):
+        return Path(os.environ[ENV_MODEL_DIR]).expanduser()
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "medsegattention" / "models"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    card: ModelCard
+    installed: bool
+    origin: str  # "builtin" or "user"
+
+    @property
+    def how_to_install(self) -> str:
+        if self.installed:
+            return ""
+        return (
+            f"medseg install-weights --model {self.card.id} WEIGHTS.safetensors  (or train it: "
+            f"python -m training fit --recipe {self.card.id} --data DATASET)"
+        )
+
+
+class ModelStore:
+    """Installed model cards and weights, with verified installation and loading."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).expanduser() if root else default_store_root()
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.root / "cards"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.root / "weights"
+
+    # ------------------------------------------------------------------ catalog
+    def user_cards(self) -> list[ModelCard]:
+        if not self.cards_dir.is_dir():
+            return []
+        return [ModelCard.load(p) for p in sorted(self.cards_dir.glob("*.json"))]
+
+    def catalog(self) -> list[CatalogEntry]:
+        """Built-in cards, overridden by user-installed cards of the same id."""
+        entries: dict[str, CatalogEntry] = {}
+        for card in builtin_cards():
+            entries[card.id] = CatalogEntry(card, self.is_installed(card), "builtin")
+        for card in self.user_cards():
+            entries[card.id] = CatalogEntry(card, self.is_installed(card), "user")
+        return list(entries.values())
+
+    def card(self, model_id: str) -> ModelCard:
+        for entry in self.catalog():
+            if entry.card.id == model_id:
+                return entry.card
+        known = ", ".join(e.card.id for e in self.catalog())
+        raise ModelError(f"unknown model {model_id!r}; known models: {known}")
+
+    def weights_path(self, card: ModelCard) -> Path | None:
+        weights = card.weights
+        return self.weights_dir / weights["file"] if weights else None
+
+    def is_installed(self, card: ModelCard) -> bool:
+        path = self.weights_path(card)
+        return bool(path and path.is_file())
+
+    # ------------------------------------------------------------------ install
+    def install_card(self, card_path: str | os.PathLike[str], weights_file: str | os.PathLike[str]) -> ModelCard:
+        """Install a model that comes with its own card (e.g. exported by ``training``)."""
+        card = ModelCard.load(card_path)
+        self._install_verified(card, Path(weights_file))
+        self.cards_dir.mkdir(parents=True, exist_ok=True)
+        (self.cards_dir / f"{card.id}.json").write_text(card.to_json(), encoding="utf-8")
+        return card
+
+    def install_weights(self, model_id: str, weights_file: str | os.PathLike[str]) -> ModelCard:
+        """Install a weights file for a known card; its SHA-256 must match the card."""
+        card = self.card(model_id)
+        self._install_verified(card, Path(weights_file))
+        return card
+
+    def download_weights(self, model_id: str, url: str | None = None, progress: ByteProgress | None = None) -> ModelCard:
+        """Download the weights the user asked for (the card's URL or ``url``), verify, install."""
+        card = self.card(model_id)
+        weights = card.weights
+        if not weights:
+            raise ModelError(f"model {model_id} has no published weights; train it or install a card with weights")
+        source = url or weights.get("url")
+        if not source:
+            raise ModelError(f"model {model_id} has no download URL; pass one with --url or install from a file")
+        if not source.startswith(("https://", "http://", "file://")):
+            raise ModelError(f"refusing to download from {source!r}: only http(s) and file URLs are accepted")
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / weights["file"]
+            try:
+                with urllib.request.urlopen(source, timeout=60) as response, open(target, "wb") as out:  # noqa: S310
+                    total = int(response.headers.get("Content-Length") or 0)
+                    done = 0
+                    while block := response.read(1 << 20):
+                        out.write(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+            except OSError as exc:
+                raise ModelError(f"download of {source} failed: {exc}") from None
+            self._install_verified(card, target)
+        return card
+
+    def _install_verified(self, card: ModelCard, weights_file: Path) -> None:
+        weights = card.weights
+        if not weights:
+            raise ModelError(f"model card {card.id} lists no weights (file and SHA-256); cannot verify {weights_file.name}")
+        if not weights_file.is_file():
+            raise ModelError(f"weights file not found: {weights_file}")
+        actual = sha256_file(weights_file)
+        if actual != weights["sha256"]:
+            raise ModelError(
+                f"refusing {weights_file.name}: its SHA-256 {actual[:12]}... does not match the card of "
+                f"{card.id} ({weights['sha256'][:12]}...); the file is corrupt, tampered or for another model"
+            )
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        target = self.weights_dir / weights["file"]
+        if weights_file.resolve() != target.resolve():
+            partial = target.with_suffix(".partial")
+            shutil.copyfile(weights_file, partial)
+            os.replace(partial, target)
+
+    # ------------------------------------------------------------------ load
+    def load_networks(self, card: ModelCard, device: torch.device | str = "cpu") -> dict[str, SegmentationNetwork]:
+        """Build every network of the card and load its verified weights (eval mode, on ``device``)."""
+        path = self.weights_path(card)
+        if path is None or not path.is_file():
+            entry = CatalogEntry(card, False, "builtin")
+            raise ModelError(f"model {card.id} is not installed. Install it: {entry.how_to_install}")
+        states = load_weights(path, card.weights["sha256"])  # type: ignore[index]
+        networks: dict[str, SegmentationNetwork] = {}
+        for role, config in card.networks.items():
+            try:
+                net = build_network(config)
+            except (ValueError, TypeError) as exc:
+                raise ModelError(f"model card {card.id}: network {role!r}: {exc}") from None
+            if role not in states:
+                raise ModelError(f"weights of {card.id} hold no tensors for network {role!r} (found {sorted(states)})")
+            state = {k: v.float() if v.is_floating_point() else v for k, v in states[role].items()}
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelError(f"weights of {card.id} do not fit network {role!r}: {str(exc).splitlines()[0]}") from None
+            networks[role] = net.to(device).eval()
+        return networks
