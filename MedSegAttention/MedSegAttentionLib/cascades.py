@@ -1,0 +1,82 @@
+"""The paper pipelines that chain networks: the RA-UNet cascade and RSTN's coarse-to-fine iteration."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .models import SegmentationNetwork
+from .postprocessing import keep_largest_component
+from .runcontext import RunContext
+from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of a mask grown by ``margin`` voxels per side (clipped), or None if empty."""
+    coords = np.nonzero(mask)
+    if not coords[0].size:
+        return None
+    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n)) for c, n in zip(coords, mask.shape))
+
+
+def _prefixed(role: str, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{role}.{name}": value for name, value in maps.items()}
+
+
+def run_raunet_cascade(
+    volume: torch.Tensor,
+    networks: Mapping[str, SegmentationNetwork],
+    inference: Mapping[str, Any],
+    ctx: RunContext,
+    with_maps: bool,
+) -> Prediction:
+    """RA-UNet (Jin et al., Sec. 3.3-3.4): 2D localisation, largest component, 3D liver, 3D tumour.
+
+    1. RA-UNet-I runs on every axial slice; its liver mask's largest 3D component gives the liver box
+       (grown by ``box_margin`` voxels).
+    2. RA-UNet-II (``liver``) segments the liver in that box with sliding windows.
+    3. RA-UNet-II (``tumour``) segments tumour in the same box; tumour counts only inside the liver.
+    Probabilities compose as P(tumour) = P(liver) * P(tumour | box), P(liver only) = P(liver) *
+    (1 - P(tumour | box)), P(background) = 1 - P(liver), so they sum to one. Maps of each stage are
+    named ``<role>.<map>`` and are zero outside the box.
+    """
+    from .pipelines import patch_size_zyx
+
+    patch = patch_size_zyx(inference)
+    overlap, blend = float(inference.get("overlap", 0.5)), str(inference.get("blend", "gaussian"))
+    margin = int(inference.get("box_margin", 4))
+    spatial = tuple(volume.shape[1:])
+    maps: dict[str, torch.Tensor] = {}
+
+    coarse, coarse_maps = slicewise_inference(volume, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
+    maps.update(_prefixed("localizer", coarse_maps))
+    liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
+    box = _bounding_box(liver_mask, margin)
+    probabilities = torch.zeros((3,) + spatial, device=coarse.device)
+    probabilities[0] = 1.0
+    if box is None:
+        ctx.warn("RA-UNet localiser found no liver; the segmentation is empty")
+        ctx.report(1.0, "no liver found")
+        return probabilities, {**maps, **_empty_stage_maps(networks, spatial, coarse.device, with_maps)}
+
+    cropped = volume[(slice(None),) + box]
+    liver, liver_maps = sliding_window_inference(cropped, networks["liver"], patch, ctx.span(0.3, 0.65), overlap, blend, with_maps)
+    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], patch, ctx.span(0.65, 1.0), overlap, blend, with_maps)
+    p_liver, p_tumour = liver[1], tumour[1:].sum(0) if tumour.shape[0] > 2 else tumour[1]
+    probabilities[(slice(None),) + box] = torch.stack([1 - p_liver, p_liver * (1 - p_tumour), p_liver * p_tumour])
+    for role, stage_maps in (("liver", liver_maps), ("tumour", tumour_maps)):
+        for name, value in stage_maps.items():
+            full = torch.zeros((value.shape[0],) + spatial, device=value.device)
+            full[(slice(None),) + box] = value
+            maps[f"{role}.{name}"] = full
+    return probabilities, maps
+
+
+def _empty_stage_maps(
+    networks: Mapping[str, SegmentationNetwork], spatial: tuple[int, ...], device: torch.device, with_maps: bool
+) -> dict[str, torch.Tensor]:
+    if not with_maps:
+        return {}
+    return {f"{role}.{name}": torch.zeros((1,) + spatial, device=device) for role in ("liver", "tumour") for name in networks[role].map_names}

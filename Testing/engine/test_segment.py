@@ -1,0 +1,110 @@
+"""End to end through the engine: geometry round trip, maps, store verification, cancel."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MedSegAttentionLib.engine import segment, write_result
+from MedSegAttentionLib.errors import Cancelled, InputError, ModelError
+from model_cards import install_random_model, tiny_card
+from volumes import phantom_volume
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    return install_random_model(tmp_path / "store")
+
+
+def _assert_same_grid(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-9)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-9)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-12)
+
+
+def test_outputs_lie_on_the_oblique_anisotropic_input_grid(tiny_model, tmp_path) -> None:
+    store, model_id, _ = tiny_model
+    volume, _ = phantom_volume(oblique=True)
+    before = sitk.GetArrayFromImage(volume).copy()
+    result = segment(volume, store.card(model_id), store, device="cpu")
+    _assert_same_grid(result.label, volume)
+    assert set(result.maps) == {"attention_1", "attention_2", "attention_3"}
+    for image in result.maps.values():
+        _assert_same_grid(image, volume)
+        values = sitk.GetArrayViewFromImage(image)
+        assert values.min() >= 0.0 and values.max() <= 1.0
+    assert set(np.unique(sitk.GetArrayViewFromImage(result.label))) <= {0, 1}
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume), before)  # input untouched
+
+    out = write_result(result, tmp_path / "out" / "case")
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["labels"][0]["name"] == "prostate" and len(doc["maps"]) == 3
+    _assert_same_grid(sitk.ReadImage(str(out / "segmentation.nrrd")), volume)
+    _assert_same_grid(sitk.ReadImage(str(out / "maps" / "attention_2.nrrd")), volume)
+
+
+def test_tampered_weights_are_refused(tiny_model) -> None:
+    store, model_id, _ = tiny_model
+    weights = store.weights_path(store.card(model_id))
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    volume, _ = phantom_volume()
+    with pytest.raises(ModelError, match="does not match its model card"):
+        segment(volume, store.card(model_id), store, device="cpu")
+
+
+def test_not_installed_model_says_how_to_install(tmp_path) -> None:
+    from MedSegAttentionLib.export import export_model
+    from MedSegAttentionLib.models import build_network
+    from MedSegAttentionLib.store import ModelStore
+
+    card = tiny_card()
+    card_path, _ = export_model(card, {"main": build_network(card["networks"]["main"]["config"])}, tmp_path / "exp")
+    store = ModelStore(tmp_path / "store")
+    (store.cards_dir).mkdir(parents=True)
+    (store.cards_dir / card_path.name).write_text(card_path.read_text())
+    with pytest.raises(ModelError, match="not installed.*install-weights"):
+        segment(phantom_volume()[0], store.card(card["id"]), store, device="cpu")
+
+
+def test_wrong_weights_file_is_refused_at_install(tiny_model, tmp_path) -> None:
+    store, model_id, _ = tiny_model
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="does not match the card"):
+        store.install_weights(model_id, other)
+
+
+def test_cancel_half_way_writes_nothing(tiny_model, tmp_path) -> None:
+    store, model_id, _ = tiny_model
+    seen: list[float] = []
+
+    def cancel() -> bool:
+        return len(seen) >= 4
+
+    with pytest.raises(Cancelled):
+        segment(phantom_volume()[0], store.card(model_id), store, device="cpu", progress=lambda f, m: seen.append(f), cancel=cancel)
+    assert 0 < max(seen) < 1
+
+
+def test_unknown_map_and_level_are_input_errors(tiny_model) -> None:
+    store, model_id, _ = tiny_model
+    card = store.card(model_id)
+    with pytest.raises(InputError, match="no map"):
+        segment(phantom_volume()[0], card, store, device="cpu", maps=["saliency"])
+    with pytest.raises(InputError, match="cannot be pruned"):
+        segment(phantom_volume()[0], card, store, device="cpu", level="L2")
+
+
+def test_existing_output_is_not_overwritten(tiny_model, tmp_path) -> None:
+    store, model_id, _ = tiny_model
+    result = segment(phantom_volume()[0], store.card(model_id), store, device="cpu", maps=False)
+    out = write_result(result, tmp_path / "case")
+    with pytest.raises(InputError, match="already exists"):
+        write_result(result, out)
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
