@@ -1,0 +1,114 @@
+"""Evidence maps as scalar volumes shown as heat maps: Inferno colours, window 0-1, low values clear."""
+
+from __future__ import annotations
+
+import slicer
+
+from .result import MapInfo
+from .volumes import check_same_grid, read_volume_data
+
+SLICER_INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer's built-in table (full application)
+OWN_INFERNO_ATTRIBUTE = "MedSegAttention.ColorMap"
+OWN_INFERNO_NAME = "MedSegAttention Inferno"
+DEFAULT_THRESHOLD = 0.05
+# matplotlib's Inferno sampled at 17 evenly spaced points; interpolated linearly to 256 entries.
+INFERNO_CONTROL_POINTS = (
+    (0.0015, 0.0005, 0.0139), (0.0423, 0.0281, 0.1411), (0.1293, 0.0473, 0.2908), (0.2383, 0.0366, 0.3964),
+    (0.3415, 0.0623, 0.4294), (0.4412, 0.0993, 0.4316), (0.5409, 0.1347, 0.4151), (0.6401, 0.1714, 0.3811),
+    (0.7357, 0.2159, 0.3302), (0.8224, 0.2752, 0.2661), (0.8943, 0.3534, 0.1936), (0.947, 0.4492, 0.1153),
+    (0.9784, 0.5579, 0.0349), (0.9879, 0.6753, 0.0653), (0.9746, 0.7977, 0.2063), (0.9476, 0.9174, 0.4107),
+    (0.9884, 0.9984, 0.6449),
+)
+
+
+def inferno_rgb(fraction: float) -> tuple[float, float, float]:
+    """Inferno colour at ``fraction`` in [0, 1] (linear interpolation between the control points)."""
+    fraction = min(1.0, max(0.0, fraction))
+    position = fraction * (len(INFERNO_CONTROL_POINTS) - 1)
+    low = min(int(position), len(INFERNO_CONTROL_POINTS) - 2)
+    t = position - low
+    a, b = INFERNO_CONTROL_POINTS[low], INFERNO_CONTROL_POINTS[low + 1]
+    return tuple(a[i] + (b[i] - a[i]) * t for i in range(3))  # type: ignore[return-value]
+
+
+def inferno_color_node(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNode":
+    """Slicer's built-in Inferno table when the scene has it, else our own (created once per scene)."""
+    builtin = scene.GetNodeByID(SLICER_INFERNO_ID)
+    if builtin is not None:
+        return builtin
+    tables = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    for i in range(tables.GetNumberOfItems()):
+        node = tables.GetItemAsObject(i)
+        if node.GetAttribute(OWN_INFERNO_ATTRIBUTE) == "Inferno":
+            return node
+    node = slicer.vtkMRMLColorTableNode()
+    node.SetTypeToUser()
+    node.SetName(OWN_INFERNO_NAME)
+    node.SetAttribute(OWN_INFERNO_ATTRIBUTE, "Inferno")
+    node.SetNumberOfColors(256)
+    node.GetLookupTable().SetTableRange(0, 255)
+    for index in range(256):
+        node.SetColor(index, *inferno_rgb(index / 255.0), 1.0)
+    node.SetHideFromEditors(False)
+    scene.AddNode(node)
+    return node
+
+
+def configure_heatmap_display(
+    display: "slicer.vtkMRMLScalarVolumeDisplayNode", color_node_id: str, threshold: float = DEFAULT_THRESHOLD
+) -> None:
+    """Inferno, fixed window 0-1, values below ``threshold`` transparent in the foreground layer."""
+    display.SetAndObserveColorNodeID(color_node_id)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.AutoThresholdOff()
+    display.SetThreshold(threshold, 1.0e6)
+    display.ApplyThresholdOn()
+    display.SetInterpolate(1)
+
+
+def import_map(
+    scene: "slicer.vtkMRMLScene",
+    map_info: MapInfo,
+    input_volume: "slicer.vtkMRMLScalarVolumeNode",
+    name: str,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> "slicer.vtkMRMLScalarVolumeNode":
+    """Add one evidence map as a heat-map volume on the input grid."""
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(scene.GenerateUniqueName(name))
+    read_volume_data(node, map_info.path)
+    check_same_grid(node, input_volume, f"map {map_info.name!r}")
+    node.SetAttribute("MedSegAttention.MapName", map_info.name)
+    node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
+    scene.AddNode(node)
+    display = slicer.vtkMRMLScalarVolumeDisplayNode()
+    scene.AddNode(display)
+    configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold)
+    node.SetAndObserveDisplayNodeID(display.GetID())
+    return node
+
+
+def _composite_nodes(scene: "slicer.vtkMRMLScene") -> list["slicer.vtkMRMLSliceCompositeNode"]:
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def show_map_in_slice_views(
+    scene: "slicer.vtkMRMLScene",
+    map_node: "slicer.vtkMRMLScalarVolumeNode | None",
+    background: "slicer.vtkMRMLScalarVolumeNode | None",
+    opacity: float,
+) -> None:
+    """Put the input in the background and the map (or nothing) in the foreground of every slice view."""
+    for composite in _composite_nodes(scene):
+        if background is not None:
+            composite.SetBackgroundVolumeID(background.GetID())
+        composite.SetForegroundVolumeID(map_node.GetID() if map_node is not None else None)
+        composite.SetForegroundOpacity(opacity)
+
+
+def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:
+    """Foreground opacity of every slice view."""
+    for composite in _composite_nodes(scene):
+        composite.SetForegroundOpacity(opacity)

@@ -1,0 +1,69 @@
+"""A whole result folder into the scene, all or nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import slicer
+
+from . import heatmaps, hierarchy, segmentation
+from .result import ResultDescription, read_result
+from .transaction import SceneTransaction
+
+
+@dataclass
+class ImportedResult:
+    """The nodes one run added: the segmentation, the maps by name, and what to tell the user."""
+
+    description: ResultDescription
+    segmentation_node: "slicer.vtkMRMLSegmentationNode"
+    map_nodes: dict[str, "slicer.vtkMRMLScalarVolumeNode"] = field(default_factory=dict)
+    node_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def remove(self, scene: "slicer.vtkMRMLScene") -> None:
+        """Take every node of this result out of the scene again."""
+        for node_id in reversed(self.node_ids):
+            node = scene.GetNodeByID(node_id)
+            if node is not None:
+                scene.RemoveNode(node)
+
+
+def import_result(
+    scene: "slicer.vtkMRMLScene",
+    folder: str | os.PathLike[str],
+    input_volume: "slicer.vtkMRMLScalarVolumeNode",
+    show_3d: bool = False,
+    map_threshold: float = heatmaps.DEFAULT_THRESHOLD,
+) -> ImportedResult:
+    """Read ``folder`` (docs/result-format.md) into the scene next to ``input_volume``.
+
+    If anything fails, every node added so far is removed and the exception propagates, so the scene
+    is exactly as before.
+    """
+    description = read_result(folder)
+    base = input_volume.GetName() or "volume"
+    with SceneTransaction(scene) as transaction:
+        seg_node, warnings = segmentation.import_segmentation(
+            scene, description, input_volume, f"{base} {description.model_title}"
+        )
+        seg_node.SetAttribute("MedSegAttention.Model", description.model_id)
+        map_nodes = {
+            info.name: heatmaps.import_map(scene, info, input_volume, f"{base} {info.title}", map_threshold)
+            for info in description.maps
+        }
+        transform_id = input_volume.GetTransformNodeID()
+        outputs = [seg_node, *map_nodes.values()]
+        for node in outputs:
+            node.SetAndObserveTransformNodeID(transform_id)
+        hierarchy.place_next_to(scene, input_volume, outputs)
+        if show_3d:
+            segmentation.show_in_3d(seg_node, True)
+    return ImportedResult(
+        description=description,
+        segmentation_node=seg_node,
+        map_nodes=map_nodes,
+        node_ids=transaction.added_node_ids,
+        warnings=[*description.warnings, *warnings],
+    )

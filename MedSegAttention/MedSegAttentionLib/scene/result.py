@@ -1,0 +1,152 @@
+"""Reading ``result.json`` (docs/result-format.md) into checked dataclasses; no VTK, no Slicer."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+
+class ResultFormatError(ValueError):
+    """The result folder does not follow docs/result-format.md."""
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    """A DICOM coded concept: scheme designator, code value, code meaning."""
+
+    scheme: str
+    code: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """One label of the segmentation: value in the label map, name, RGB colour, terminology."""
+
+    value: int
+    name: str
+    color: tuple[float, float, float] | None
+    terminology: dict[str, CodedConcept] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """One evidence map: short name, file (absolute), title, kind."""
+
+    name: str
+    path: Path
+    title: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ResultDescription:
+    """A parsed result folder."""
+
+    folder: Path
+    model_id: str
+    model_title: str
+    level: str | None
+    segmentation_path: Path
+    labels: tuple[LabelInfo, ...]
+    maps: tuple[MapInfo, ...]
+    device: str
+    warnings: tuple[str, ...]
+    raw: dict[str, Any]
+
+
+def _concept(entry: Any, where: str) -> CodedConcept:
+    if not isinstance(entry, dict):
+        raise ResultFormatError(f"{where} must be an object with scheme, code and meaning")
+    try:
+        return CodedConcept(str(entry["scheme"]), str(entry["code"]), str(entry["meaning"]))
+    except KeyError as exc:
+        raise ResultFormatError(f"{where} lacks {exc.args[0]!r}") from None
+
+
+def _color(value: Any, where: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 3):
+        raise ResultFormatError(f"{where} must be three RGB floats in [0, 1]")
+    rgb = tuple(float(c) for c in value)
+    if any(not 0.0 <= c <= 1.0 for c in rgb):
+        raise ResultFormatError(f"{where} {list(rgb)} is outside [0, 1]")
+    return rgb  # type: ignore[return-value]
+
+
+def _inside(folder: Path, relative: str, where: str) -> Path:
+    path = (folder / relative).resolve()
+    if os.path.commonpath([path, folder.resolve()]) != str(folder.resolve()):
+        raise ResultFormatError(f"{where} {relative!r} points outside the result folder")
+    if not path.is_file():
+        raise ResultFormatError(f"{where} {relative!r} is missing from {folder}")
+    return path
+
+
+def _label(entry: Any, index: int) -> LabelInfo:
+    where = f"labels[{index}]"
+    if not isinstance(entry, dict) or "value" not in entry or "name" not in entry:
+        raise ResultFormatError(f"{where} needs 'value' and 'name'")
+    value = int(entry["value"])
+    if value <= 0:
+        raise ResultFormatError(f"{where} has value {value}; 0 is background and values are positive")
+    terminology = {
+        key: _concept(concept, f"{where}.terminology.{key}")
+        for key, concept in (entry.get("terminology") or {}).items()
+    }
+    return LabelInfo(value, str(entry["name"]), _color(entry.get("color"), f"{where}.color"), terminology)
+
+
+def read_result(folder: str | os.PathLike[str]) -> ResultDescription:
+    """Parse and check ``folder/result.json``; every file it names must exist inside the folder."""
+    folder = Path(folder)
+    meta_path = folder / "result.json"
+    if not meta_path.is_file():
+        raise ResultFormatError(f"no result.json in {folder}")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultFormatError(f"cannot read {meta_path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ResultFormatError(f"{meta_path} must hold a JSON object")
+    version = raw.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ResultFormatError(
+            f"result format version {version!r} is not supported (this module reads {SUPPORTED_FORMAT_VERSIONS}); "
+            "update the extension"
+        )
+    model = raw.get("model") or {}
+    labels = tuple(_label(entry, i) for i, entry in enumerate(raw.get("labels") or []))
+    values = [label.value for label in labels]
+    if len(set(values)) != len(values):
+        raise ResultFormatError(f"duplicate label values in labels: {values}")
+    maps = []
+    for i, entry in enumerate(raw.get("maps") or []):
+        if not isinstance(entry, dict) or "name" not in entry or "file" not in entry:
+            raise ResultFormatError(f"maps[{i}] needs 'name' and 'file'")
+        maps.append(
+            MapInfo(
+                name=str(entry["name"]),
+                path=_inside(folder, str(entry["file"]), f"maps[{i}].file"),
+                title=str(entry.get("title") or entry["name"]),
+                kind=str(entry.get("kind") or "map"),
+            )
+        )
+    return ResultDescription(
+        folder=folder,
+        model_id=str(model.get("id", "")),
+        model_title=str(model.get("title") or model.get("id") or "model"),
+        level=model.get("level"),
+        segmentation_path=_inside(folder, str(raw.get("segmentation", "segmentation.nrrd")), "segmentation"),
+        labels=labels,
+        maps=tuple(maps),
+        device=str(raw.get("device", "")),
+        warnings=tuple(str(w) for w in raw.get("warnings") or []),
+        raw=raw,
+    )

@@ -1,0 +1,298 @@
+"""Scene scenarios shared by the CI tests (slicer-core) and the module's self-test inside Slicer.
+
+Each scenario takes a scene and a scratch folder, builds its own data (an oblique, anisotropic
+volume and a result folder per docs/result-format.md) and raises ``AssertionError`` on failure.
+Needs SimpleITK and numpy, which Slicer ships.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from .scene import hierarchy, import_result, ijk_to_ras_array, load_volume, write_volume
+from .scene.heatmaps import DEFAULT_THRESHOLD
+from .scene.segmentation import terminology_entry_string
+from .scene.result import read_result
+
+SIZE = (14, 11, 7)  # x, y, z (I, J, K)
+SPACING = (0.7, 1.3, 3.1)
+ORIGIN = (-12.5, 31.0, 7.25)
+LABELS = [
+    {"value": 1, "name": "liver", "color": [0.87, 0.51, 0.39],
+     "terminology": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+                     "type": {"scheme": "SCT", "code": "10200004", "meaning": "Liver"}}},
+    {"value": 3, "name": "liver tumour", "color": [0.2, 0.8, 0.3],
+     "terminology": {"category": {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"},
+                     "type": {"scheme": "SCT", "code": "108369006", "meaning": "Neoplasm"}}},
+]
+MAPS = [("attention_1", "AFM attention mask 1 (deepest)"), ("saliency", "Saliency weights")]
+
+
+def oblique_direction() -> tuple[float, ...]:
+    """A proper rotation about a tilted axis: no axis of it is aligned with LPS."""
+    a, b, c = math.radians(25), math.radians(-17), math.radians(40)
+    rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
+    rz = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
+    return tuple((rz @ ry @ rx).ravel())
+
+
+def write_input(path: Path) -> sitk.Image:
+    """An oblique, anisotropic float32 volume with an asymmetric pattern (flips would show)."""
+    k, j, i = np.meshgrid(*(np.arange(n) for n in reversed(SIZE)), indexing="ij")
+    array = (i * 1.0 + j * 10.0 + k * 100.0).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(SPACING)
+    image.SetOrigin(ORIGIN)
+    image.SetDirection(oblique_direction())
+    sitk.WriteImage(image, str(path))
+    return image
+
+
+def label_array() -> np.ndarray:
+    """Label map (K, J, I): label 1 in a corner block, label 3 inside it, away from the centre."""
+    labels = np.zeros(tuple(reversed(SIZE)), dtype=np.uint8)
+    labels[1:4, 2:8, 1:9] = 1
+    labels[2:3, 3:5, 2:4] = 3
+    return labels
+
+
+def map_array(index: int) -> np.ndarray:
+    """A [0, 1] ramp along I (map 0) or J (map 1), float32."""
+    k, j, i = np.meshgrid(*(np.arange(n) for n in reversed(SIZE)), indexing="ij")
+    ramp = i / (SIZE[0] - 1) if index == 0 else j / (SIZE[1] - 1)
+    return ramp.astype(np.float32)
+
+
+def write_result_folder(folder: Path, input_image: sitk.Image, bad_map: bool = False) -> Path:
+    """A result folder per docs/result-format.md on the input grid; ``bad_map`` puts the last map off-grid."""
+    (folder / "maps").mkdir(parents=True, exist_ok=True)
+    seg = sitk.GetImageFromArray(label_array())
+    seg.CopyInformation(input_image)
+    sitk.WriteImage(seg, str(folder / "segmentation.nrrd"), True)
+    maps = []
+    for index, (name, title) in enumerate(MAPS):
+        image = sitk.GetImageFromArray(map_array(index))
+        image.CopyInformation(input_image)
+        if bad_map and index == len(MAPS) - 1:
+            image.SetOrigin(tuple(o + 5.0 for o in ORIGIN))
+        sitk.WriteImage(image, str(folder / "maps" / f"{name}.nrrd"), True)
+        maps.append({"name": name, "file": f"maps/{name}.nrrd", "title": title, "kind": "attention"})
+    meta = {
+        "format_version": 1,
+        "model": {"id": "raunet-liver-ct", "title": "RA-UNet liver (CT)", "level": None},
+        "input": {"path": "input.nrrd", "size": list(SIZE), "spacing": list(SPACING)},
+        "segmentation": "segmentation.nrrd",
+        "labels": LABELS,
+        "maps": maps,
+        "device": "cpu",
+        "warnings": ["test warning"],
+        "timings": {"read": 0.0},
+    }
+    (folder / "result.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return folder
+
+
+def expected_ijk_to_ras(image: sitk.Image) -> np.ndarray:
+    """IJK-to-RAS computed from the file's LPS geometry by hand: RAS = diag(-1, -1, 1) LPS."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.diag([-1, -1, 1]) @ direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = np.diag([-1, -1, 1]) @ np.array(image.GetOrigin())
+    return matrix
+
+
+def scene_node_ids(scene: "slicer.vtkMRMLScene") -> list[str]:
+    return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+def _assert_close(actual: np.ndarray, expected: np.ndarray, what: str, tol: float = 1e-5) -> None:
+    if not np.allclose(actual, expected, atol=tol):
+        raise AssertionError(f"{what}:\n{np.round(actual, 5)}\n!=\n{np.round(expected, 5)}")
+
+
+def _setup_input(scene: "slicer.vtkMRMLScene", workdir: Path) -> tuple["slicer.vtkMRMLScalarVolumeNode", sitk.Image, int]:
+    """Input volume under Patient/Study in the subject hierarchy (as after DICOM import)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    image = write_input(workdir / "input.nrrd")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Test patient")
+    study = sh.CreateStudyItem(patient, "Test study")
+    volume = load_volume(scene, workdir / "input.nrrd", name="CT abdomen")
+    item = sh.GetItemByDataNode(volume)
+    if item:
+        sh.SetItemParent(item, study)
+    else:
+        sh.CreateItem(study, volume)
+    return volume, image, study
+
+
+# ---------------------------------------------------------------------------------- scenarios
+def scenario_geometry_of_loaded_volume(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """Reading an oblique, anisotropic NRRD gives the IJK-to-RAS the LPS header implies."""
+    volume, image, _ = _setup_input(scene, workdir)
+    _assert_close(ijk_to_ras_array(volume), expected_ijk_to_ras(image), "IJK-to-RAS of the loaded input")
+    # One voxel, end to end: ITK's physical point (LPS) mapped to RAS equals MRML's IJK-to-RAS.
+    index = (SIZE[0] - 2, 1, SIZE[2] - 1)
+    lps = np.array(image.TransformIndexToPhysicalPoint(index))
+    ras = ijk_to_ras_array(volume) @ np.array([*index, 1.0])
+    _assert_close(ras[:3], lps * np.array([-1, -1, 1]), "voxel position")
+    if tuple(volume.GetImageData().GetDimensions()) != SIZE:
+        raise AssertionError(f"dimensions {volume.GetImageData().GetDimensions()} != {SIZE}")
+
+
+def scenario_write_input_for_cli(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """The NRRD handed to the CLI has the file geometry (LPS) and voxels of the input node."""
+    volume, image, _ = _setup_input(scene, workdir)
+    written = sitk.ReadImage(str(write_volume(volume, workdir / "to_cli" / "input.nrrd")))
+    _assert_close(np.array(written.GetDirection()), np.array(image.GetDirection()), "direction")
+    _assert_close(np.array(written.GetOrigin()), np.array(image.GetOrigin()), "origin")
+    _assert_close(np.array(written.GetSpacing()), np.array(image.GetSpacing()), "spacing")
+    if not np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(image)):
+        raise AssertionError("voxel values changed on the way to the CLI")
+
+
+def _segment_array(segmentation_node: "slicer.vtkMRMLSegmentationNode", segment_id: str,
+                   reference: "slicer.vtkMRMLScalarVolumeNode") -> np.ndarray:
+    """A segment as a (K, J, I) 0/1 array on the reference grid; checks its geometry on the way."""
+    from vtk.util import numpy_support
+
+    oriented = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+        segmentation_node, segment_id, oriented, False
+    )
+    matrix = vtk.vtkMatrix4x4()
+    oriented.GetImageToWorldMatrix(matrix)
+    image_to_world = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    _assert_close(image_to_world, ijk_to_ras_array(reference), f"geometry of segment {segment_id}")
+    full = np.zeros(tuple(reversed(SIZE)), dtype=np.uint8)
+    extent = oriented.GetExtent()
+    if extent[1] < extent[0]:
+        return full
+    dims = [extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1]
+    values = numpy_support.vtk_to_numpy(oriented.GetPointData().GetScalars()).reshape(tuple(reversed(dims)))
+    # Segments share label-map layers; this segment's voxels carry its layer label value.
+    layer_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    full[extent[4]:extent[5] + 1, extent[2]:extent[3] + 1, extent[0]:extent[1] + 1] = values == layer_value
+    return full
+
+
+def scenario_import_result(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """Segments (names, colours, terminology, voxels, geometry), heat maps (grid, display), hierarchy."""
+    volume, image, study = _setup_input(scene, workdir)
+    folder = write_result_folder(workdir / "result", image)
+    imported = import_result(scene, folder, volume)
+    seg_node = imported.segmentation_node
+    segmentation = seg_node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() != len(LABELS):
+        raise AssertionError(f"{segmentation.GetNumberOfSegments()} segments, expected {len(LABELS)}")
+    if seg_node.GetNodeReferenceID(seg_node.GetReferenceImageGeometryReferenceRole()) != volume.GetID():
+        raise AssertionError("the segmentation's reference geometry is not the input volume")
+    if seg_node.GetDisplayNode() is None:
+        raise AssertionError("the segmentation has no display node")
+    description = read_result(folder)
+    expected_labels = label_array()
+    for index, label in enumerate(description.labels):
+        segment_id = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segment_id)
+        if segment.GetName() != label.name:
+            raise AssertionError(f"segment {index} is named {segment.GetName()!r}, expected {label.name!r}")
+        _assert_close(np.array(segment.GetColor()), np.array(label.color), f"colour of {label.name}")
+        tag = vtk.reference("")
+        segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+        tag = str(tag)
+        if not tag or tag != terminology_entry_string(label):
+            raise AssertionError(f"terminology tag of {label.name} is {tag!r}")
+        parsed = slicer.vtkSlicerTerminologyEntry()
+        if not slicer.vtkSlicerTerminologiesModuleLogic().DeserializeTerminologyEntry(tag, parsed):
+            raise AssertionError(f"Slicer cannot parse the terminology tag {tag!r}")
+        type_code = label.terminology["type"]
+        if (parsed.GetTypeObject().GetCodeValue(), parsed.GetTypeObject().GetCodeMeaning()) != (type_code.code, type_code.meaning):
+            raise AssertionError(f"terminology type of {label.name} did not survive: {tag!r}")
+        if not np.array_equal(_segment_array(seg_node, segment_id, volume), expected_labels == label.value):
+            raise AssertionError(f"voxels of segment {label.name!r} differ from label {label.value} in the file")
+
+    if set(imported.map_nodes) != {name for name, _ in MAPS}:
+        raise AssertionError(f"maps {sorted(imported.map_nodes)} != {[n for n, _ in MAPS]}")
+    for index, (name, title) in enumerate(MAPS):
+        node = imported.map_nodes[name]
+        _assert_close(ijk_to_ras_array(node), ijk_to_ras_array(volume), f"IJK-to-RAS of map {name}")
+        if title not in node.GetName() or volume.GetName() not in node.GetName():
+            raise AssertionError(f"map node name {node.GetName()!r} does not say what it is")
+        from vtk.util import numpy_support
+
+        values = numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars())
+        if not np.allclose(values.reshape(tuple(reversed(SIZE))), map_array(index)):
+            raise AssertionError(f"values of map {name} changed on import")
+        display = node.GetScalarVolumeDisplayNode()
+        color = display.GetColorNode()
+        if color is None or "nferno" not in color.GetName():
+            raise AssertionError(f"map {name} colour node is {color and color.GetName()!r}, expected Inferno")
+        if display.GetAutoWindowLevel() or (display.GetWindowLevelMin(), display.GetWindowLevelMax()) != (0.0, 1.0):
+            raise AssertionError(f"map {name} window is {display.GetWindowLevelMin()}..{display.GetWindowLevelMax()}")
+        if not display.GetApplyThreshold() or abs(display.GetLowerThreshold() - DEFAULT_THRESHOLD) > 1e-6:
+            raise AssertionError(f"map {name} does not hide values below {DEFAULT_THRESHOLD}")
+
+    for node in [seg_node, *imported.map_nodes.values()]:
+        if hierarchy.item_parent_of(scene, node) != study:
+            raise AssertionError(f"{node.GetName()} is not in the input's study")
+    if "test warning" not in imported.warnings:
+        raise AssertionError(f"warnings from result.json were lost: {imported.warnings}")
+
+
+def scenario_failed_import_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """A map off the input grid fails the import after other nodes were added; all of them go."""
+    volume, image, _ = _setup_input(scene, workdir)
+    folder = write_result_folder(workdir / "bad_result", image, bad_map=True)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    before, items_before = scene_node_ids(scene), sh.GetNumberOfItems()
+    try:
+        import_result(scene, folder, volume)
+    except ValueError as exc:
+        if "not on the input grid" not in str(exc):
+            raise AssertionError(f"unexpected error: {exc}") from exc
+    else:
+        raise AssertionError("an off-grid map was imported")
+    after = scene_node_ids(scene)
+    if after != before:
+        raise AssertionError(f"scene changed by a failed import: added {set(after) - set(before)}")
+    if sh.GetNumberOfItems() != items_before:
+        raise AssertionError("subject-hierarchy items were left behind")
+
+
+def scenario_removed_result_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """Removing an imported result (the user cancels its display) restores the node list."""
+    volume, image, _ = _setup_input(scene, workdir)
+    folder = write_result_folder(workdir / "result", image)
+    before = scene_node_ids(scene)
+    imported = import_result(scene, folder, volume, show_3d=True)
+    if len(scene_node_ids(scene)) <= len(before):
+        raise AssertionError("import added no nodes")
+    imported.remove(scene)
+    if scene_node_ids(scene) != before:
+        raise AssertionError("removing the result left nodes behind")
+
+
+SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
+    "geometry_of_loaded_volume": scenario_geometry_of_loaded_volume,
+    "write_input_for_cli": scenario_write_input_for_cli,
+    "import_result": scenario_import_result,
+    "failed_import_leaves_scene_unchanged": scenario_failed_import_leaves_scene_unchanged,
+    "removed_result_leaves_scene_unchanged": scenario_removed_result_leaves_scene_unchanged,
+}
+
+
+def run_all(new_scene: Callable[[], "slicer.vtkMRMLScene"], workdir: str | os.PathLike[str]) -> list[str]:
+    """Run every scenario on a fresh (or cleared) scene from ``new_scene``; returns their names."""
+    for name, scenario in SCENARIOS.items():
+        scenario(new_scene(), Path(workdir) / name)
+    return list(SCENARIOS)

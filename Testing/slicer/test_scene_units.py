@@ -1,0 +1,103 @@
+"""Smaller checks of the scene package: result.json validation, colour maps, transactions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
+
+from MedSegAttentionLib import slicer_scenarios  # noqa: E402
+from MedSegAttentionLib.scene import ResultFormatError, SceneTransaction, read_result  # noqa: E402
+from MedSegAttentionLib.scene import heatmaps  # noqa: E402
+
+
+@pytest.fixture
+def result_folder(tmp_path: Path) -> Path:
+    image = slicer_scenarios.write_input(tmp_path / "input.nrrd")
+    return slicer_scenarios.write_result_folder(tmp_path / "result", image)
+
+
+def _edit(folder: Path, **changes: object) -> None:
+    meta = json.loads((folder / "result.json").read_text())
+    meta.update(changes)
+    (folder / "result.json").write_text(json.dumps(meta))
+
+
+def test_read_result_resolves_files(result_folder: Path) -> None:
+    result = read_result(result_folder)
+    assert result.segmentation_path == (result_folder / "segmentation.nrrd").resolve()
+    assert [m.name for m in result.maps] == ["attention_1", "saliency"]
+    assert [label.value for label in result.labels] == [1, 3]
+    assert result.labels[0].terminology["type"].meaning == "Liver"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"format_version": 99}, "not supported"),
+        ({"segmentation": "../../etc/passwd"}, "outside the result folder"),
+        ({"maps": [{"name": "x", "file": "maps/missing.nrrd"}]}, "missing"),
+        ({"labels": [{"value": 0, "name": "bg"}]}, "background"),
+        ({"labels": [{"value": 1, "name": "a", "color": [2, 0, 0]}]}, "outside [0, 1]"),
+        ({"labels": [{"value": 1, "name": "a"}, {"value": 1, "name": "b"}]}, "duplicate"),
+    ],
+)
+def test_read_result_rejects_bad_descriptions(result_folder: Path, changes: dict, message: str) -> None:
+    _edit(result_folder, **changes)
+    with pytest.raises(ResultFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_result(result_folder)
+
+
+def test_missing_result_json(tmp_path: Path) -> None:
+    with pytest.raises(ResultFormatError, match="no result.json"):
+        read_result(tmp_path)
+
+
+def test_own_inferno_is_created_once_and_slicer_builtin_preferred() -> None:
+    scene = slicer.vtkMRMLScene()
+    own = heatmaps.inferno_color_node(scene)
+    assert own.GetNumberOfColors() == 256
+    assert heatmaps.inferno_color_node(scene) is own  # reused, not duplicated
+    low, high = [0.0] * 4, [0.0] * 4
+    own.GetColor(0, low)
+    own.GetColor(255, high)
+    assert sum(low[:3]) < 0.1 and sum(high[:3]) > 2.5  # dark to bright
+
+    builtin = slicer.vtkMRMLColorTableNode()
+    builtin.SetSingletonTag("FileInferno.txt")  # the ID Slicer's colour logic gives its Inferno table
+    builtin.SetName("Inferno")
+    scene.AddNode(builtin)
+    assert builtin.GetID() == heatmaps.SLICER_INFERNO_ID
+    assert heatmaps.inferno_color_node(scene) is builtin
+
+
+def test_transaction_rolls_back_on_exception() -> None:
+    scene = slicer.vtkMRMLScene()
+    kept = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    with pytest.raises(RuntimeError):
+        with SceneTransaction(scene):
+            scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+            scene.AddNode(slicer.vtkMRMLSegmentationNode())
+            raise RuntimeError("boom")
+    assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == [kept.GetID()]
+    with SceneTransaction(scene) as transaction:
+        added = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    assert transaction.added_node_ids == [added.GetID()]
+    assert scene.GetNodeByID(added.GetID()) is added
+
+
+def test_slice_views_show_map_over_input(result_folder: Path) -> None:
+    scene = slicer.vtkMRMLScene()
+    composite = scene.AddNode(slicer.vtkMRMLSliceCompositeNode())
+    background = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    heat = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    heatmaps.show_map_in_slice_views(scene, heat, background, 0.4)
+    assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (background.GetID(), heat.GetID())
+    assert composite.GetForegroundOpacity() == pytest.approx(0.4)
+    heatmaps.set_map_opacity(scene, 0.7)
+    assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+    heatmaps.show_map_in_slice_views(scene, None, None, 0.7)
+    assert composite.GetForegroundVolumeID() is None
