@@ -124,6 +124,9 @@ def segment(
     out_maps: dict[str, sitk.Image] = {}
     for entry in wanted_maps:
         source = entry.get("source", entry["name"])
+        if source not in raw_maps and level is not None:
+            ctx.warn(f"map {entry['name']!r} does not exist in the network pruned to {level}; skipped")
+            continue
         if source not in raw_maps:
             raise ModelError(f"model {card.id} declares map {entry['name']!r} but the network produced {sorted(raw_maps)}")
         out_maps[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image)

@@ -51,10 +51,10 @@ class CatalogEntry:
     def how_to_install(self) -> str:
         if self.installed:
             return ""
-        return (
-            f"medseg install-weights --model {self.card.id} WEIGHTS.safetensors  (or train it: "
-            f"python -m training fit --recipe {self.card.id} --data DATASET)"
-        )
+        train = f"python -m training fit --recipe {self.card.id} --data DATASET"
+        if self.card.weights:
+            return f"medseg install-weights --model {self.card.id} WEIGHTS.safetensors  (or train it: {train})"
+        return f"train it: {train}, then medseg install-weights --card EXPORTED_CARD.json EXPORTED.safetensors"
 
 
 class ModelStore:
