@@ -1,0 +1,351 @@
+"""Run the ``medseg`` command line as a separate process without blocking the caller.
+
+The caller (the Slicer widget, from a ``QTimer``) calls :meth:`ProcessRunner.poll` now and then and
+gets parsed events from the machine-readable lines of docs/result-format.md. Nothing here imports
+Qt or Slicer; reader threads only move text lines into a queue.
+
+Cancel stops the whole process tree: the child runs in its own session (POSIX) or process group
+(Windows), gets SIGTERM first (the CLI then exits with 130 and writes nothing), and whatever is left
+of its group is killed after a grace period.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+PREFIX = "medseg-"
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # the folder holding MedSegAttentionLib
+IS_WINDOWS = sys.platform.startswith("win")
+
+
+class ExitStatus(enum.Enum):
+    SUCCESS = "success"
+    INTERNAL_ERROR = "internal error"
+    BAD_INPUT = "bad input"
+    MODEL_PROBLEM = "model problem"
+    OUT_OF_MEMORY = "out of memory"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+
+EXIT_CODES: dict[int, tuple[ExitStatus, str]] = {
+    0: (ExitStatus.SUCCESS, "Segmentation finished."),
+    1: (ExitStatus.INTERNAL_ERROR, "Unexpected internal error (a bug: please report it with the log)."),
+    2: (ExitStatus.BAD_INPUT, "The input volume cannot be segmented with this model."),
+    3: (ExitStatus.MODEL_PROBLEM, "Model problem: unknown model, weights not installed or not matching their checksum."),
+    4: (ExitStatus.OUT_OF_MEMORY, "Out of memory on every device tried; try the CPU or a smaller pruning level."),
+    130: (ExitStatus.CANCELLED, "Cancelled; nothing was written."),
+}
+
+
+def interpret_exit_code(code: int, cancel_requested: bool = False) -> tuple[ExitStatus, str]:
+    """What an exit code means (docs/result-format.md); killed-by-signal counts as cancel if asked for."""
+    if code in EXIT_CODES:
+        return EXIT_CODES[code]
+    if cancel_requested:
+        return ExitStatus.CANCELLED, "Cancelled; nothing was written."
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return ExitStatus.CRASHED, f"The segmentation process was killed ({name}); it may have run out of memory."
+    return ExitStatus.CRASHED, f"The segmentation process stopped with unexpected exit code {code}."
+
+
+@dataclass(frozen=True)
+class RunnerEvent:
+    """One thing that happened: ``kind`` is progress, warning, result, error, log, finished or another medseg-<kind>."""
+
+    kind: str
+    message: str = ""
+    fraction: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    stream: str = "stdout"
+    exit_code: int | None = None
+    status: ExitStatus | None = None
+
+
+def parse_line(line: str, stream: str = "stdout") -> RunnerEvent:
+    """Turn one output line into an event; anything not a well-formed protocol line is a ``log`` event."""
+    text = line.rstrip("\r\n")
+    if stream == "stdout" and text.startswith(PREFIX) and " " in text:
+        kind, _, payload = text[len(PREFIX):].partition(" ")
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and kind:
+            fraction = None
+            if kind == "progress":
+                try:
+                    fraction = min(1.0, max(0.0, float(data.get("fraction", 0.0))))
+                except (TypeError, ValueError):
+                    fraction = None
+            return RunnerEvent(kind=kind, message=str(data.get("message", "")), fraction=fraction, data=data, stream=stream)
+    return RunnerEvent(kind="log", message=text, stream=stream)
+
+
+def python_executable() -> str:
+    """The Python to run the CLI with: this one, or ``PythonSlicer`` when running inside Slicer."""
+    executable = sys.executable or "python"
+    if Path(executable).name.lower().startswith("python"):
+        return executable
+    beside = shutil.which("PythonSlicer", path=str(Path(executable).parent))
+    return beside or shutil.which("PythonSlicer") or executable
+
+
+def cli_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the child: unbuffered output, and MedSegAttentionLib importable."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    paths = [str(PACKAGE_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def build_segment_command(
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    model_id: str,
+    device: str = "auto",
+    level: str | None = None,
+    maps: str = "all",
+    model_dir: str | os.PathLike[str] | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """``medseg segment`` with machine progress; the result lands in ``output_dir/<case name>``."""
+    command = [python or python_executable(), "-m", "MedSegAttentionLib.cli"]
+    if model_dir:
+        command += ["--model-dir", str(model_dir)]
+    command += [
+        "segment", str(input_path), "--model", model_id, "--device", device, "--output-dir", str(output_dir),
+        "--maps", maps, "--progress-format", "machine", "--no-montage", "--overwrite",
+    ]
+    if level:
+        command += ["--level", level]
+    return command
+
+
+def build_cli_command(*arguments: str, model_dir: str | os.PathLike[str] | None = None, python: str | None = None) -> list[str]:
+    """Any other ``medseg`` sub-command (``models --json``, ``install-weights ...``)."""
+    command = [python or python_executable(), "-m", "MedSegAttentionLib.cli"]
+    if model_dir:
+        command += ["--model-dir", str(model_dir)]
+    return command + list(arguments)
+
+
+DEVICE_QUERY = r"""
+import json
+info = {"torch": None, "cuda": [], "mps": False}
+try:
+    import torch
+    info["torch"] = torch.__version__
+    info["cuda_build"] = torch.version.cuda
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            info["cuda"].append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
+    mps = getattr(torch.backends, "mps", None)
+    info["mps"] = bool(mps and mps.is_available())
+except Exception as exc:
+    info["error"] = f"{type(exc).__name__}: {exc}"
+print("medseg-devices " + json.dumps(info), flush=True)
+"""
+
+
+def build_device_query_command(python: str | None = None) -> list[str]:
+    """A short child process that prints ``medseg-devices {...}`` (torch version, GPUs), keeping CUDA out of the GUI."""
+    return [python or python_executable(), "-c", DEVICE_QUERY]
+
+
+class ProcessRunner:
+    """A child process whose output lines become :class:`RunnerEvent` s, polled without blocking."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        kill_grace_s: float = 5.0,
+        log_lines: int = 200,
+    ) -> None:
+        self.command = [str(part) for part in command]
+        self.env = cli_environment(env)
+        self.cwd = cwd
+        self.kill_grace_s = kill_grace_s
+        self.process: subprocess.Popen[str] | None = None
+        self.fraction = 0.0
+        self.last_message = ""
+        self.result_dir: Path | None = None
+        self.error_message = ""
+        self.warnings: list[str] = []
+        self.log: deque[str] = deque(maxlen=log_lines)
+        self.exit_code: int | None = None
+        self.status: ExitStatus | None = None
+        self.cancel_requested = False
+        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self._open_streams = 0
+        self._exited_at: float | None = None
+        self._kill_deadline: float | None = None
+        self._group_killed = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.status is None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        """Start the child and return at once."""
+        if self.process is not None:
+            raise RuntimeError("this runner was already started")
+        kwargs: dict[str, Any] = {}
+        if IS_WINDOWS:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # own session and process group: cancel reaches grandchildren
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env, cwd=self.cwd, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+        )
+        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
+            self._open_streams += 1
+            threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
+
+    def _read(self, name: str, stream: Any) -> None:
+        try:
+            for line in stream:
+                self._lines.put((name, line))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._lines.put((name, None))
+
+    def cancel(self) -> None:
+        """Ask the whole process tree to stop (SIGTERM), then kill what is left after the grace period."""
+        if not self.running or self.cancel_requested:
+            return
+        self.cancel_requested = True
+        self._kill_deadline = time.monotonic() + self.kill_grace_s
+        if IS_WINDOWS:
+            self._kill_tree()  # no SIGTERM for a process group on Windows: taskkill /T ends the tree
+        else:
+            self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, sig)  # the session leader's pid is the group id
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_tree(self) -> None:
+        if self.process is None or self._group_killed:
+            return
+        self._group_killed = True
+        if IS_WINDOWS:
+            subprocess.run(["taskkill", "/PID", str(self.process.pid), "/T", "/F"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        else:
+            self._signal_group(signal.SIGKILL)
+
+    # ------------------------------------------------------------------ events
+    def poll(self) -> list[RunnerEvent]:
+        """Events since the last call; the last one is ``finished`` once the child is gone."""
+        if self.process is None or self.finished:
+            return []
+        events = self._drain()
+        code = self.process.poll()
+        now = time.monotonic()
+        if self.cancel_requested and self._kill_deadline is not None and (code is not None or now >= self._kill_deadline):
+            self._kill_tree()  # the child is gone or out of time: nothing of its group may outlive it
+        if code is not None:
+            if self._exited_at is None:
+                self._exited_at = now
+            # All output is read once both pipes closed; a grandchild holding them open gets 2 s.
+            if self._open_streams == 0 or now - self._exited_at > 2.0:
+                if self._open_streams:
+                    self._kill_tree()
+                events += self._drain()
+                events.append(self._finish(code))
+        return events
+
+    def _drain(self) -> list[RunnerEvent]:
+        events: list[RunnerEvent] = []
+        while True:
+            try:
+                stream, line = self._lines.get_nowait()
+            except queue.Empty:
+                return events
+            if line is None:
+                self._open_streams -= 1
+                continue
+            event = parse_line(line, stream)
+            self._record(event)
+            events.append(event)
+
+    def _record(self, event: RunnerEvent) -> None:
+        if event.kind == "log":
+            self.log.append(event.message if event.stream == "stdout" else f"[stderr] {event.message}")
+        elif event.kind == "progress" and event.fraction is not None:
+            self.fraction = max(self.fraction, event.fraction)
+            self.last_message = event.message
+        elif event.kind == "warning":
+            self.warnings.append(event.message)
+        elif event.kind == "result" and event.data.get("output_dir"):
+            self.result_dir = Path(str(event.data["output_dir"]))
+        elif event.kind == "error":
+            self.error_message = event.message
+
+    def _finish(self, code: int) -> RunnerEvent:
+        self.exit_code = code
+        status, meaning = interpret_exit_code(code, self.cancel_requested)
+        if status is ExitStatus.SUCCESS and self.result_dir is None:
+            status, meaning = ExitStatus.INTERNAL_ERROR, "The segmentation process reported no result folder."
+        self.status = status
+        message = meaning if status in (ExitStatus.SUCCESS, ExitStatus.CANCELLED) else (
+            f"{meaning}\n{self.error_message}" if self.error_message else f"{meaning}\n{self.stderr_tail()}"
+        )
+        for stream in (self.process.stdout, self.process.stderr):  # type: ignore[union-attr]
+            try:
+                stream.close()
+            except (OSError, ValueError, AttributeError):
+                pass
+        return RunnerEvent(kind="finished", message=message.strip(), exit_code=code, status=status)
+
+    def stderr_tail(self, lines: int = 15) -> str:
+        """The last lines the child wrote to stderr (for error reports)."""
+        tail = [line[len("[stderr] "):] for line in self.log if line.startswith("[stderr] ")]
+        return "\n".join(tail[-lines:])
+
+    def wait(self, timeout_s: float | None = None, interval_s: float = 0.05) -> list[RunnerEvent]:
+        """Poll until finished (for scripts and tests); cancels and raises ``TimeoutError`` past ``timeout_s``."""
+        events: list[RunnerEvent] = []
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.finished:
+            events += self.poll()
+            if deadline is not None and time.monotonic() > deadline and not self.cancel_requested:
+                self.cancel()
+                events += self.wait(timeout_s=None)
+                raise TimeoutError(f"{self.command[:4]} did not finish within {timeout_s} s")
+            time.sleep(interval_s)
+        return events
