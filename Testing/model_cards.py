@@ -20,6 +20,19 @@ PROSTATE = {
     },
 }
 
+LIVER = {
+    "value": 1, "name": "liver", "color": [0.87, 0.47, 0.36],
+    "terminology": {"category": PROSTATE["terminology"]["category"], "type": {"scheme": "SCT", "code": "10200004", "meaning": "Liver"}},
+}
+TUMOUR = {
+    "value": 2, "name": "liver tumour", "color": [0.55, 0.9, 0.35],
+    "terminology": {"category": {"scheme": "SCT", "code": "49755003", "meaning": "Morphologically Altered Structure"},
+                    "type": {"scheme": "SCT", "code": "108369006", "meaning": "Neoplasm"}},
+}
+TINY_RAUNET_2D = {"name": "raunet_2d", "base_channels": 8, "mask_depths": [0, 1]}
+TINY_RAUNET_3D = {"name": "raunet_3d", "base_channels": 4, "mask_depths": [0, 1]}
+TINY_RSTN = {"name": "rstn", "base_channels": 4, "margin": 4}
+TINY_ANUNET = {"name": "anunet", "spatial_dims": 2, "features": [4, 8, 8, 16, 16]}
 TINY_SIPNET = {"name": "sipnet", "init_filters": 8, "growth_rate": 4, "down_layers": [1, 1, 1], "up_layers": [1, 1, 1]}
 
 
@@ -41,6 +54,20 @@ def tiny_card(model_id: str = "tiny-sipnet-mr", network: dict[str, Any] | None =
         "networks": {"main": {"config": dict(network or TINY_SIPNET)}},
         "weights": None,
     }
+
+
+def tiny_ct_card(model_id: str, networks: dict[str, dict[str, Any]], labels: list[dict[str, Any]], maps: list[dict[str, Any]], **inference: Any) -> dict[str, Any]:
+    """A CT card (HU window) for the cascades and 2D models, built from tiny network configs."""
+    card = tiny_card(model_id)
+    card.update(
+        modality="CT",
+        labels=copy.deepcopy(labels),
+        preprocessing={"target_spacing": [1.5, 1.5, 2.0], "intensity": {"method": "ct_window", "window": [-100, 240]}},
+        inference={"batch_size": 4, **inference},
+        maps=maps,
+        networks={role: {"config": dict(config)} for role, config in networks.items()},
+    )
+    return card
 
 
 def install_random_model(store_root: Path, card: dict[str, Any] | None = None, seed: int = 0) -> tuple[ModelStore, str, Path]:

@@ -80,3 +80,76 @@ def _empty_stage_maps(
     if not with_maps:
         return {}
     return {f"{role}.{name}": torch.zeros((1,) + spatial, device=device) for role in ("liver", "tumour") for name in networks[role].map_names}
+
+
+#: view name -> permutation of a (C, D, H, W) volume that puts that view's slicing axis first
+VIEWS = {"axial": (0, 1, 2, 3), "coronal": (0, 2, 1, 3), "sagittal": (0, 3, 1, 2)}
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(perm.index(i) for i in range(len(perm)))
+
+
+def _dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    total = float(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
+def run_rstn(
+    volume: torch.Tensor,
+    networks: Mapping[str, SegmentationNetwork],
+    inference: Mapping[str, Any],
+    ctx: RunContext,
+    with_maps: bool,
+) -> Prediction:
+    """RSTN test time (Yu et al. 2018, "Training and Testing"; Zhou et al. 2017 fixed-point iteration).
+
+    Round 0: each view's coarse network (with its fine stage cropped from its own coarse mask) runs
+    over all slices of its view; the three views' class probabilities are averaged (fusion). Rounds
+    1..``max_rounds``: each view's :meth:`RSTN.refine` takes the fused foreground probability of the
+    previous round as the saliency source and crop mask. Iteration stops when the Dice between the
+    masks of two consecutive rounds reaches ``stop_dice`` (paper: 0.95). Views without a network in
+    the card are skipped. Maps: ``coarse_probability`` (round 0, mean over views) and ``saliency``
+    (last round, mean over views and channels).
+    """
+    context = int(inference.get("slice_context", 1))
+    max_rounds, stop_dice = int(inference.get("max_rounds", 10)), float(inference.get("stop_dice", 0.95))
+    views = [v for v in VIEWS if v in networks]
+
+    def fused_pass(span: RunContext, guide: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        probs_sum: torch.Tensor | None = None
+        maps_sum: dict[str, torch.Tensor] = {}
+        for i, view in enumerate(views):
+            perm = VIEWS[view]
+            view_guide = guide.permute(*[p - 1 for p in perm[1:]]) if guide is not None else None
+            probs, maps = slicewise_inference(
+                volume.permute(*perm), networks[view], span.span(i / len(views), (i + 1) / len(views)),
+                context=context, with_maps=with_maps, guide=view_guide,
+            )
+            probs = probs.permute(*_inverse(perm))
+            probs_sum = probs if probs_sum is None else probs_sum + probs
+            for name, value in maps.items():
+                value = value.mean(0, keepdim=True).permute(*_inverse(perm))
+                maps_sum[name] = maps_sum[name] + value if name in maps_sum else value
+        assert probs_sum is not None
+        return probs_sum / len(views), {k: v / len(views) for k, v in maps_sum.items()}
+
+    probabilities, maps = fused_pass(ctx.span(0.0, 0.25), None)
+    out_maps = {"coarse_probability": maps["coarse_probability"]} if with_maps else {}
+    if with_maps:
+        out_maps["saliency"] = maps["saliency"]
+    mask = probabilities[0] < 0.5
+    for round_index in range(1, max_rounds + 1):
+        span = ctx.span(0.25 + 0.75 * (round_index - 1) / max_rounds, 0.25 + 0.75 * round_index / max_rounds)
+        probabilities, maps = fused_pass(span, 1.0 - probabilities[0])
+        if with_maps:
+            out_maps["saliency"] = maps["saliency"]
+        new_mask = probabilities[0] < 0.5
+        agreement = _dice(mask, new_mask)
+        mask = new_mask
+        ctx.report(1.0 if agreement >= stop_dice else 0.0, f"round {round_index}: inter-round Dice {agreement:.3f}")
+        if agreement >= stop_dice:
+            break
+    else:
+        ctx.warn(f"RSTN did not converge: inter-round Dice stayed below {stop_dice} after {max_rounds} rounds")
+    return probabilities, out_maps

@@ -47,9 +47,14 @@ def importance_map(patch: Sequence[int], blend: str, device: torch.device) -> to
     return weight.clamp_min(float(weight[weight > 0].min()))
 
 
-def _predict(net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool) -> Prediction:
+def _predict(
+    net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None
+) -> Prediction:
     with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=ctx.use_amp):
-        out = net(batch, return_maps=with_maps)
+        if guide is None:
+            out = net(batch, return_maps=with_maps)
+        else:
+            out = net.refine(batch, guide, return_maps=with_maps)  # type: ignore[operator]
     probabilities = torch.softmax(out.logits.float(), dim=1)
     return probabilities, {k: v.float() for k, v in out.maps.items()}
 
@@ -123,20 +128,27 @@ def slicewise_inference(
     ctx: RunContext,
     context: int = 0,
     with_maps: bool = False,
+    guide: torch.Tensor | None = None,
 ) -> Prediction:
     """Predict a (C, D, H, W) volume with a 2D network, axial slice by slice (axis D).
 
     ``context`` neighbouring slices on each side are stacked as extra channels (RSTN uses 1: three
-    slices). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on the compute device.
+    slices). With ``guide`` (D, H, W), a per-slice probability, the network's ``refine(x, guide)``
+    step runs instead of its forward pass (RSTN's test-time rounds). Returns probabilities
+    (K, D, H, W) and maps (C_m, D, H, W) on the compute device.
     """
     volume = volume.to(ctx.device, non_blocking=True)
+    if guide is not None:
+        guide = guide.to(ctx.device, non_blocking=True)
     depth = volume.shape[1]
     probs_out: torch.Tensor | None = None
     maps_out: dict[str, torch.Tensor] = {}
     for first in range(0, depth, ctx.batch_size):
         ctx.report(first / depth, f"slices {first + 1}-{min(depth, first + ctx.batch_size)}/{depth}")
         indices = list(range(first, min(depth, first + ctx.batch_size)))
-        probabilities, maps = _predict(net, slice_stack(volume, indices, context), ctx, with_maps)
+        batch = slice_stack(volume, indices, context)
+        side = guide[indices][:, None] if guide is not None else None
+        probabilities, maps = _predict(net, batch, ctx, with_maps, side)
         if probs_out is None:
             probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
         probs_out[:, indices] = probabilities.transpose(0, 1)

@@ -1,0 +1,97 @@
+"""The paper pipelines: RA-UNet cascade, RSTN coarse-to-fine rounds, ANU-Net pruning level per run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSegAttentionLib.cascades import run_raunet_cascade
+from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.errors import InputError
+from MedSegAttentionLib.models import SegmentationNetwork, SegmentationOutput, build_network
+from MedSegAttentionLib.runcontext import RunContext
+from model_cards import LIVER, TINY_ANUNET, TINY_RAUNET_2D, TINY_RAUNET_3D, TINY_RSTN, TUMOUR, install_random_model, tiny_ct_card
+from volumes import phantom_volume
+
+
+class _SliceOracle(SegmentationNetwork):
+    """A 2D localiser that marks fixed regions as liver: a big block and a small, separate blob."""
+
+    name = "slice_oracle"
+    spatial_dims = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes = 1, 2
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
+        fg = torch.zeros_like(x[:, 0])
+        fg[:, 4:12, 6:18] = 1.0  # large component (on every slice)
+        fg[:, 20:22, 26:28] = 1.0  # small component
+        return SegmentationOutput(torch.stack([1 - fg, fg], 1) * 10.0 + self.dummy)
+
+
+def test_raunet_cascade_works_inside_the_largest_liver_component_only() -> None:
+    torch.manual_seed(0)
+    networks = {"localizer": _SliceOracle(), "liver": build_network(TINY_RAUNET_3D).eval(), "tumour": build_network(TINY_RAUNET_3D).eval()}
+    volume = torch.randn(1, 10, 30, 32)
+    probs, maps = run_raunet_cascade(volume, networks, {"patch_size": [16, 16, 8], "box_margin": 1}, RunContext(), True)
+    assert probs.shape == (3, 10, 30, 32)
+    torch.testing.assert_close(probs.sum(0), torch.ones(10, 30, 32))
+    box = (slice(None), slice(3, 13), slice(5, 19))
+    outside = torch.ones(10, 30, 32, dtype=torch.bool)
+    outside[box] = False
+    assert torch.all(probs[0][outside] == 1.0)  # nothing outside the largest component's box
+    assert probs[1:][:, ~outside].sum() > 0
+    assert {"liver.soft_mask_1", "tumour.soft_mask_2"} <= set(maps)  # the oracle localiser has no maps
+    assert torch.all(maps["liver.soft_mask_1"][:, outside] == 0)
+
+
+def test_raunet_cascade_end_to_end_on_a_ct_phantom(tmp_path) -> None:
+    card = tiny_ct_card(
+        "tiny-raunet", {"localizer": TINY_RAUNET_2D, "liver": TINY_RAUNET_3D, "tumour": TINY_RAUNET_3D}, [LIVER, TUMOUR],
+        [{"name": "liver_soft_mask_1", "title": "liver mask", "kind": "soft_mask", "source": "liver.soft_mask_1"}],
+        mode="raunet_cascade", patch_size=[16, 16, 8], box_margin=2,
+    )
+    store, model_id, _ = install_random_model(tmp_path / "store", card)
+    volume, _ = phantom_volume(modality="CT")
+    result = segment(volume, store.card(model_id), store, device="cpu")
+    assert result.label.GetSize() == volume.GetSize() and set(result.maps) == {"liver_soft_mask_1"}
+    assert set(np.unique(sitk.GetArrayViewFromImage(result.label))) <= {0, 1, 2}
+
+
+def test_rstn_iterates_over_three_views_and_reports_rounds(tmp_path) -> None:
+    card = tiny_ct_card(
+        "tiny-rstn", {view: TINY_RSTN for view in ("axial", "coronal", "sagittal")}, [dict(LIVER, name="pancreas")],
+        [{"name": "saliency", "title": "saliency", "kind": "saliency"}, {"name": "coarse_probability", "title": "coarse", "kind": "probability"}],
+        mode="rstn_coarse_to_fine", slice_context=1, max_rounds=3, stop_dice=0.95,
+    )
+    store, model_id, _ = install_random_model(tmp_path / "store", card)
+    volume, _ = phantom_volume(size_zyx=(20, 24, 28), spacing_xyz=(1.5, 1.5, 2.0), modality="CT")
+    messages: list[str] = []
+    result = segment(volume, store.card(model_id), store, device="cpu", progress=lambda f, m: messages.append(m))
+    rounds = [m for m in messages if m.startswith("round ")]
+    assert 1 <= len(rounds) <= 3
+    converged = "inter-round Dice" in rounds[-1] and float(rounds[-1].rsplit(" ", 1)[1]) >= 0.95
+    assert converged or any("did not converge" in w for w in result.warnings)
+    for image in result.maps.values():
+        values = sitk.GetArrayViewFromImage(image)
+        assert image.GetSize() == volume.GetSize() and values.min() >= 0 and values.max() <= 1
+
+
+def test_anunet_pruning_level_is_chosen_per_run(tmp_path) -> None:
+    maps = [{"name": f"attention_x0_{j}", "title": f"gate {j}", "kind": "attention"} for j in (1, 4)]
+    card = tiny_ct_card("tiny-anunet", {"main": TINY_ANUNET}, [LIVER], maps, mode="slicewise",
+                        levels=["L1", "L2", "L3", "L4"], default_level="L4")
+    store, model_id, _ = install_random_model(tmp_path / "store", card)
+    volume, _ = phantom_volume(modality="CT")
+    full = segment(volume, store.card(model_id), store, device="cpu")
+    small = segment(volume, store.card(model_id), store, device="cpu", level="L1")
+    assert full.level == "L4" and small.level == "L1"
+    assert set(full.maps) == {"attention_x0_1", "attention_x0_4"} and set(small.maps) == {"attention_x0_1"}
+    assert any("attention_x0_4" in w and "L1" in w for w in small.warnings)
+    with pytest.raises(InputError, match="not offered"):
+        segment(volume, store.card(model_id), store, device="cpu", level="L5")
