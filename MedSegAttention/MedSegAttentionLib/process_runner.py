@@ -182,18 +182,22 @@ class ProcessRunner:
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         kill_grace_s: float = 5.0,
-        log_lines: int = 200,
+        log_lines: int = 2000,
+        expects_result: bool = True,
     ) -> None:
+        """``expects_result``: exit 0 without a ``medseg-result`` line is an error (true for ``segment``)."""
         self.command = [str(part) for part in command]
         self.env = cli_environment(env)
         self.cwd = cwd
         self.kill_grace_s = kill_grace_s
+        self.expects_result = expects_result
         self.process: subprocess.Popen[str] | None = None
         self.fraction = 0.0
         self.last_message = ""
         self.result_dir: Path | None = None
         self.error_message = ""
         self.warnings: list[str] = []
+        self.other: dict[str, dict[str, Any]] = {}  # last payload of other medseg-<kind> lines (e.g. devices)
         self.log: deque[str] = deque(maxlen=log_lines)
         self.exit_code: int | None = None
         self.status: ExitStatus | None = None
@@ -315,11 +319,13 @@ class ProcessRunner:
             self.result_dir = Path(str(event.data["output_dir"]))
         elif event.kind == "error":
             self.error_message = event.message
+        else:
+            self.other[event.kind] = event.data
 
     def _finish(self, code: int) -> RunnerEvent:
         self.exit_code = code
         status, meaning = interpret_exit_code(code, self.cancel_requested)
-        if status is ExitStatus.SUCCESS and self.result_dir is None:
+        if status is ExitStatus.SUCCESS and self.expects_result and self.result_dir is None:
             status, meaning = ExitStatus.INTERNAL_ERROR, "The segmentation process reported no result folder."
         self.status = status
         message = meaning if status in (ExitStatus.SUCCESS, ExitStatus.CANCELLED) else (
@@ -331,6 +337,10 @@ class ProcessRunner:
             except (OSError, ValueError, AttributeError):
                 pass
         return RunnerEvent(kind="finished", message=message.strip(), exit_code=code, status=status)
+
+    def stdout_text(self) -> str:
+        """Everything the child printed to stdout that was not a protocol line (e.g. ``models --json``)."""
+        return "\n".join(line for line in self.log if not line.startswith("[stderr] "))
 
     def stderr_tail(self, lines: int = 15) -> str:
         """The last lines the child wrote to stderr (for error reports)."""
