@@ -75,7 +75,7 @@ def check_learns(
         loss = sum(F.cross_entropy(t, y) for t in (out.logits, *out.deep_supervision))
         loss.backward()
         optimiser.step()
-        first = float(loss) if first is None else first
-        last = float(loss)
+        last = loss.item()
+        first = last if first is None else first
     assert last < max_ratio * first, f"loss fell only from {first:.4f} to {last:.4f}"
     return first, last

@@ -62,3 +62,17 @@ def test_build_network_errors_are_specific() -> None:
     with pytest.raises(ValueError, match="needs a 'name'"):
         build_network({"in_channels": 1})
     assert {"sipnet", "conresnet", "anunet", "raunet_2d", "raunet_3d", "rstn"} <= set(network_names())
+
+
+def test_min_divisor_multiple_pads_small_inputs_further() -> None:
+    net = _TinyNet().eval()
+    net.min_divisor_multiple = 2
+    assert net.padding_for((3, 9, 8)) == [0, 0, 0, 3, 0, 5]  # x: 8 ok; y: 9 -> 12; z: 3 -> 8
+    assert net(torch.randn(1, 1, 3, 9, 8)).logits.shape == (1, 2, 3, 9, 8)
+
+
+def test_rstn_accepts_slices_smaller_than_its_bottleneck() -> None:
+    net = build_network({"name": "rstn", "base_channels": 4}).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 10, 12), return_maps=True)
+    assert out.logits.shape == (2, 2, 10, 12) and out.maps["saliency"].shape[2:] == (10, 12)

@@ -7,8 +7,9 @@
   ``aux``, named auxiliary training outputs whose target is not the segmentation itself (e.g.
   ConResNet's context-residual logits), only in training mode.
 * Input size rule: a spatial size that the network's down-sampling does not divide is padded
-  (replicate padding at the high end of each axis) to the next multiple of ``size_divisor`` and every
-  output is cropped back, so outputs always have the input's spatial shape.
+  (replicate padding at the high end of each axis) to the next multiple of ``size_divisor`` (and to
+  at least ``min_divisor_multiple`` multiples) and every output is cropped back, so outputs always
+  have the input's spatial shape.
 * Maps are brought to the input resolution (linear interpolation) and lie in [0, 1]; each has shape
   (B, C_map, *spatial). Collecting them only keeps references to tensors the forward pass computes
   anyway, so asking for maps does not slow the normal path.
@@ -50,6 +51,9 @@ class SegmentationNetwork(nn.Module):
     spatial_dims: int = 3
     map_names: ClassVar[tuple[str, ...]] = ()
     size_divisor: int | tuple[int, ...] = 1
+    #: inputs are padded to at least this many multiples of ``size_divisor`` per axis (networks with
+    #: instance norm need more than one voxel at the bottleneck)
+    min_divisor_multiple: int = 1
     in_channels: int
     num_classes: int
 
@@ -123,14 +127,17 @@ class SegmentationNetwork(nn.Module):
         if min(x.shape[2:]) < 1:
             raise ValueError(f"empty spatial size {tuple(x.shape[2:])}")
 
-    def pad_to_divisor(self, x: torch.Tensor) -> torch.Tensor:
-        """Replicate-pad the high end of each spatial axis up to a multiple of the divisor."""
+    def padding_for(self, spatial: Sequence[int]) -> list[int]:
+        """``F.pad`` amounts (last axis first) that bring ``spatial`` to the size rule."""
         pads: list[int] = []
-        for size, div in zip(reversed(x.shape[2:]), reversed(self.divisors())):
-            pads += [0, (-size) % div]
-        if not any(pads):
-            return x
-        return F.pad(x, pads, mode="replicate")
+        for size, div in zip(reversed(tuple(spatial)), reversed(self.divisors())):
+            pads += [0, max((-size) % div, self.min_divisor_multiple * div - size)]
+        return pads
+
+    def pad_to_divisor(self, x: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad the high end of each spatial axis to the size rule (see module docstring)."""
+        pads = self.padding_for(x.shape[2:])
+        return F.pad(x, pads, mode="replicate") if any(pads) else x
 
     def _crop_output(self, out: SegmentationOutput, spatial: tuple[int, ...]) -> SegmentationOutput:
         padded_spatial = tuple(out.logits.shape[2:])

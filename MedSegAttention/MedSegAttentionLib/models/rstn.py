@@ -176,6 +176,7 @@ class RSTN(SegmentationNetwork):
         self.fine = build_backbone(backbone, in_channels, num_classes, base_channels, fc_channels)
         self.saliency = SaliencyTransform(1, saliency_channels, in_channels)
         self.size_divisor = self.fine.divisor
+        self.min_divisor_multiple = 2  # the light U-Net's instance norm needs a bottleneck wider than 1
         self.min_crop = 2 * self.fine.divisor
         self._side_input: tuple[str, torch.Tensor] | None = None
 
@@ -268,9 +269,7 @@ class RSTN(SegmentationNetwork):
         if tuple(side.shape) != expected:
             raise ValueError(f"{kind} must have shape (B, H, W) or {expected}; got {tuple(side.shape)}")
         side = side.to(device=x.device, dtype=x.dtype)
-        pads: list[int] = []
-        for size, div in zip(reversed(x.shape[2:]), reversed(self.divisors())):
-            pads += [0, (-size) % div]
+        pads = self.padding_for(x.shape[2:])
         self._side_input = (kind, F.pad(side, pads) if any(pads) else side)
         try:
             return super().forward(x, return_maps)
