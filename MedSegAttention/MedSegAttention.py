@@ -7,8 +7,6 @@ process, so the GUI stays responsive, a GPU out-of-memory cannot take Slicer dow
 really stops it.
 """
 
-from __future__ import annotations
-
 import importlib
 import json
 import logging
@@ -94,6 +92,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._helpers = []  # (ProcessRunner, callback) for device query and model commands
         self._models = []
         self._devicePreferenceApplied = False
+        self._deviceLabels = []
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onTimer)
@@ -136,7 +135,9 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         if self._run is not None:
-            self._run.cancel()
+            self._run.kill()
+        for runner, _callback in self._helpers:
+            runner.kill()
         self._timer.stop()
         self.removeObservers()
 
@@ -177,6 +178,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._applyDeviceLabels()  # connecting the GUI refills the device combo with bare choices
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
@@ -294,9 +296,12 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
 
     def _onDevicesDetected(self, runner) -> None:
-        summary, labels = self.logic.describeDevices(runner.other.get("devices"))
+        summary, self._deviceLabels = self.logic.describeDevices(runner.other.get("devices"))
         self.ui.deviceInfoLabel.text = summary
-        for index, text in enumerate(labels):
+        self._applyDeviceLabels()
+
+    def _applyDeviceLabels(self) -> None:
+        for index, text in enumerate(self._deviceLabels):
             self.ui.deviceComboBox.setItemText(index, text)
 
     def _usesLevels(self) -> bool:
@@ -473,8 +478,10 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
         constraints = self._protectedConstraintsFile()
         pydeps = self._packagingModule()
         if pydeps is not None:  # Slicer >= 5.12: prompts once, shows progress, skips in testing mode
-            pydeps.pip_ensure(pydeps.load_requirements(str(self.requirementsPath())), constraints=constraints,
-                              requester="MedSegAttention")
+            import inspect
+
+            extra = {"constraints": constraints} if "constraints" in inspect.signature(pydeps.pip_ensure).parameters else {}
+            pydeps.pip_ensure(pydeps.load_requirements(str(self.requirementsPath())), requester="MedSegAttention", **extra)
         else:
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                 _("MedSegAttention needs to install Python packages. This takes a few minutes."),
@@ -573,7 +580,7 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Select a model."))
         options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D,
                              model_dir=self._modelDirArgument(), keep_files=keepFiles)
-        run = SegmentationRun(slicer.mrmlScene, inputVolume, options, work_root=slicer.util.tempDirectory())
+        run = SegmentationRun(slicer.mrmlScene, inputVolume, options, work_root=slicer.app.temporaryPath)
         run.start()
         return run
 

@@ -255,6 +255,12 @@ class ProcessRunner:
         else:
             self._signal_group(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """Kill the whole process tree now, without a grace period (e.g. when Slicer closes)."""
+        if self.running:
+            self.cancel_requested = True
+            self._kill_tree()
+
     def _signal_group(self, sig: int) -> None:
         assert self.process is not None
         try:

@@ -159,3 +159,22 @@ def test_segment_command_follows_the_cli(tmp_path: Path) -> None:
     joined = " ".join(command)
     for part in ("--model anunet-liver-ct", "--device cpu", "--level L2", "--progress-format machine", "--maps all"):
         assert part in joined
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX process groups")
+def test_kill_is_immediate(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids.json"
+    handler = "signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    runner = ProcessRunner(script(FAMILY.format(handler=handler, pid_file=str(pid_file))), kill_grace_s=60)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text().strip("[]"))
+    runner.kill()
+    assert runner.wait(timeout_s=10)[-1].status is ExitStatus.CANCELLED
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.05)
+    assert not _alive(grandchild)

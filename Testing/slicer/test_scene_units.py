@@ -101,3 +101,27 @@ def test_slice_views_show_map_over_input(result_folder: Path) -> None:
     assert composite.GetForegroundOpacity() == pytest.approx(0.7)
     heatmaps.show_map_in_slice_views(scene, None, None, 0.7)
     assert composite.GetForegroundVolumeID() is None
+
+
+def test_empty_label_gets_an_empty_segment_and_unknown_values_warn(tmp_path: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from MedSegAttentionLib.scene import import_result, load_volume
+
+    image = slicer_scenarios.write_input(tmp_path / "input.nrrd")
+    folder = slicer_scenarios.write_result_folder(tmp_path / "result", image)
+    labels = slicer_scenarios.label_array()
+    labels[labels == 3] = 7  # a value result.json does not describe; label 3 is now absent
+    seg = sitk.GetImageFromArray(labels)
+    seg.CopyInformation(image)
+    sitk.WriteImage(seg, str(folder / "segmentation.nrrd"))
+    _edit(folder, labels=[*slicer_scenarios.LABELS[:1], {"value": 3, "name": "tumour"}], maps=[])
+    scene = slicer.vtkMRMLScene()
+    volume = load_volume(scene, tmp_path / "input.nrrd")
+    imported = import_result(scene, folder, volume)
+    segmentation = imported.segmentation_node.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["liver", "tumour"]
+    assert any("[7]" in w for w in imported.warnings)
+    assert imported.map_nodes == {}
+    assert np.count_nonzero(labels == 1) > 0

@@ -136,6 +136,13 @@ class SegmentationRun:
             self.message = "Cancelling"
             self.runner.cancel()
 
+    def kill(self) -> None:
+        """Stop at once (application shutdown): kill the process tree and remove the scratch folder."""
+        if self.runner is not None and not self.done:
+            self.runner.kill()
+            self.state, self.message = RunState.CANCELLED, "Cancelled"
+        self.cleanup()
+
     def wait(self, timeout_s: float | None = None) -> RunState:
         """Block until done (scripts, tests, the self-test)."""
         import time
