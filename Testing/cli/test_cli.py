@@ -115,3 +115,23 @@ def test_sigterm_cancels_and_leaves_no_files(installed, tmp_path) -> None:
     assert proc.wait(timeout=120) == 130, rest
     assert "cancelled" in rest
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_torchrun_shards_a_batch_across_processes(installed, tmp_path) -> None:
+    """Under PyTorch's distributed launcher each rank segments its own share of the cases."""
+    _, store, model_id, _, volume = installed
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("p1", "p2", "p3"):
+        sitk.WriteImage(volume, str(folder / f"{name}.nii.gz"))
+    env = {**os.environ, "MEDSEG_MODEL_DIR": str(store), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29613",
+         "-m", "MedSegAttentionLib.cli", "segment", str(folder), "--model", model_id, "--device", "cpu", "--maps", "none",
+         "--no-montage", "--output-dir", str(tmp_path / "out"), "--progress-format", "machine"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    written = sorted(Path(r["output_dir"]).name for r in machine_lines(proc.stdout, "result"))
+    assert written == ["p1", "p2", "p3"]  # each case once, none twice
+    assert all((tmp_path / "out" / name / "segmentation.nrrd").is_file() for name in written)
