@@ -1,0 +1,280 @@
+"""Preprocessed-volume cache and training samples (MONAI transforms).
+
+Preprocessing is :func:`MedSegAttentionLib.preprocessing.preprocess` with the card's spec, exactly
+what inference runs; the label is resampled onto the same model grid with nearest neighbour. Each
+case is preprocessed once and cached as ``<cache>/<spec hash>/<case>.npz`` (float32 image, int16 raw
+label, spacing); the hash covers the spec, so a changed spacing or normalisation never reuses stale
+arrays, and the source files' sizes and times are checked on every load. Labels are cached unmapped:
+a stage may crop by one labelling (RA-UNet's liver box) and train on another (tumour only).
+
+Samples are a pure function of a seed: :meth:`PatchSampler.sample` draws the case and re-seeds the
+MONAI transforms from that seed, and :class:`StepBatches` derives the seed from (run seed, step,
+global sample index). So a resumed run draws exactly the batches it would have drawn, and two DDP
+ranks together draw exactly the global batch of one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.transforms import (
+    BorderPadd,
+    Compose,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    SpatialPadd,
+)
+
+from MedSegAttentionLib.pipelines import patch_size_zyx
+from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess, resample_like
+
+from .data import Case, check_case_geometry, map_labels, resolve_label_mapping
+
+__all__ = [
+    "PatchSampler",
+    "StepBatches",
+    "Volume",
+    "label_box",
+    "load_volumes",
+    "preprocess_case",
+    "sample_seed",
+    "spec_hash",
+    "view_permutation",
+]
+
+CACHE_VERSION = 1
+#: view -> permutation of (z, y, x) that puts the view's slicing axis first (as the RSTN pipeline)
+VIEWS = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+
+
+@dataclass
+class Volume:
+    """One preprocessed case on the model grid: image (C, z, y, x), raw label (z, y, x), spacing (z, y, x)."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, ...]
+
+
+def spec_hash(spec: PreprocessingSpec) -> str:
+    """Short hash of everything that changes the preprocessed arrays."""
+    key = {"v": CACHE_VERSION, "spacing": spec.target_spacing, "intensity": dict(spec.intensity)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_channels(paths: Sequence[Path]) -> sitk.Image:
+    """One (vector) image from one file per channel, or from a 4D MSD file."""
+    channels: list[sitk.Image] = []
+    for path in paths:
+        image = sitk.ReadImage(str(path))
+        if image.GetDimension() == 4:
+            size = list(image.GetSize())
+            for c in range(size[3]):
+                channels.append(sitk.Extract(image, size[:3] + [0], [0, 0, 0, c]))
+        else:
+            channels.append(image)
+    if len(channels) == 1:
+        return channels[0]
+    return sitk.Compose(*[sitk.Cast(c, sitk.sitkFloat32) for c in channels])
+
+
+def preprocess_case(case: Case, spec: PreprocessingSpec) -> Volume:
+    """Read a case, run the inference preprocessing on the image and put the label on its grid."""
+    check_case_geometry(case)
+    image = _read_channels(case.images)
+    array, grid = preprocess(image, spec)
+    if case.label is None:
+        raise ValueError(f"case {case.case_id!r} has no label")
+    label_image = sitk.ReadImage(str(case.label))
+    on_grid = resample_like(label_image, grid, sitk.sitkNearestNeighbor)
+    label = np.rint(sitk.GetArrayFromImage(on_grid)).astype(np.int16)
+    spacing = tuple(float(s) for s in reversed(grid.GetSpacing()))
+    return Volume(case.case_id, array.astype(np.float32, copy=False), label, spacing)
+
+
+def _stamp(case: Case) -> list[list[Any]]:
+    files = list(case.images) + ([case.label] if case.label else [])
+    return [[str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in files]
+
+
+def load_volumes(
+    cases: Sequence[Case], spec: PreprocessingSpec, cache_root: str | os.PathLike[str] | None, write: bool = True
+) -> list[Volume]:
+    """Preprocessed volumes of ``cases``, from ``cache_root/<spec hash>/`` where valid, else computed
+    (and written when ``write``; in DDP only rank 0 writes, after which the others read)."""
+    folder = Path(cache_root) / spec_hash(spec) if cache_root is not None else None
+    if folder is not None and write:
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_file = folder / "spec.json"
+        if not spec_file.is_file():
+            spec_file.write_text(json.dumps({"target_spacing": spec.target_spacing, "intensity": dict(spec.intensity)}, indent=2))
+    volumes = []
+    for case in cases:
+        path = folder / f"{case.case_id}.npz" if folder is not None else None
+        stamp = _stamp(case)
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as npz:
+                if json.loads(str(npz["stamp"])) == stamp:
+                    volumes.append(Volume(case.case_id, npz["image"], npz["label"], tuple(npz["spacing"].tolist())))
+                    continue
+        volume = preprocess_case(case, spec)
+        if path is not None and write:
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, image=volume.image, label=volume.label, spacing=np.asarray(volume.spacing), stamp=json.dumps(stamp))
+            os.replace(tmp, path)
+        volumes.append(volume)
+    return volumes
+
+
+def label_box(label: np.ndarray, values: Sequence[int], margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of the voxels whose raw label is in ``values``, grown by ``margin``; None if absent."""
+    coords = np.nonzero(np.isin(label, list(values)))
+    if not coords[0].size:
+        return None
+    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n)) for c, n in zip(coords, label.shape))
+
+
+def view_permutation(view: str) -> tuple[int, int, int]:
+    try:
+        return VIEWS[view]
+    except KeyError:
+        raise ValueError(f"unknown view {view!r}; one of {sorted(VIEWS)}") from None
+
+
+def prepare_volume(volume: Volume, recipe: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """The arrays a stage trains/validates on: cropped to ``crop_to_label``, label mapped, view-permuted."""
+    sampling = recipe["sampling"]
+    image, label, spacing = volume.image, volume.label, volume.spacing
+    crop = sampling.get("crop_to_label")
+    if crop:
+        box = label_box(label, crop["labels"], int(crop.get("margin", 0)))
+        if box is not None:
+            image, label = image[(slice(None),) + box], label[box]
+    mapping = recipe["data"].get("label_mapping")
+    label = map_labels(label.astype(np.int64), resolve_label_mapping(mapping)) if mapping else label.astype(np.int64)
+    if sampling["mode"] == "slice":
+        perm = view_permutation(sampling.get("view", "axial"))
+        image = np.ascontiguousarray(image.transpose(0, *[p + 1 for p in perm]))
+        label = np.ascontiguousarray(label.transpose(*perm))
+        spacing = tuple(spacing[p] for p in perm)
+    return image, label, spacing
+
+
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """Seed of global sample ``index`` of ``step`` (a fixed hash, identical across processes)."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+class PatchSampler:
+    """Draws one (image, label) training sample per seed with MONAI transforms.
+
+    ``patch`` mode: a 3D window of ``patch_size`` (x, y, z), centred on foreground or background with
+    odds ``pos:neg`` (``RandCropByPosNegLabeld``), then flips, in-plane rotation, zoom, intensity
+    scale/shift. ``slice`` mode: one slice of the role's view with ``slice_context`` neighbours each
+    side stacked as channels (edge slices replicated, as the slice-wise inference does), cropped to
+    the in-plane patch, then the 2D augmentations.
+    """
+
+    def __init__(self, volumes: Sequence[Volume], recipe: Mapping[str, Any]) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.recipe = recipe
+        sampling, aug = recipe["sampling"], recipe["augment"]
+        self.mode = sampling["mode"]
+        self.arrays = [prepare_volume(v, recipe)[:2] for v in volumes]
+        self.context = int(sampling.get("slice_context", 0))
+        z, y, x = patch_size_zyx(sampling)
+        pos, neg = float(sampling.get("pos", 1.0)), float(sampling.get("neg", 1.0))
+        keys = ("image", "label")
+        if self.mode == "patch":
+            size: tuple[int, ...] = (z, y, x)
+            pre = [SpatialPadd(keys, spatial_size=size, mode=("replicate", "constant"))]
+        else:
+            size = (2 * self.context + 1, y, x)
+            pre = [
+                BorderPadd(keys, spatial_border=[self.context, 0, 0], mode=("replicate", "constant")),
+                SpatialPadd(keys, spatial_size=size, mode=("replicate", "constant")),
+            ]
+        pre.append(RandCropByPosNegLabeld(keys, "label", spatial_size=size, pos=pos, neg=neg, num_samples=1))
+        self.crop = Compose(pre)
+        dims = 3 if self.mode == "patch" else 2
+        self.augment = Compose(_augmentations(aug, dims))
+
+    def sample(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C', *patch) float32 image and (*patch) int64 label for ``seed``."""
+        rng = np.random.default_rng(seed)
+        image, label = self.arrays[int(rng.integers(len(self.arrays)))]
+        self.crop.set_random_state(seed=int(rng.integers(2**31)))
+        self.augment.set_random_state(seed=int(rng.integers(2**31)))
+        item = self.crop({"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]})[0]
+        if self.mode == "slice":
+            img, lab = item["image"], item["label"]
+            item = {"image": img.reshape(-1, *img.shape[2:]), "label": lab[:, self.context]}
+        item = self.augment(item)
+        img = _plain(item["image"]).float().contiguous()
+        lab = _plain(item["label"])[0].round().long().contiguous()
+        return img, lab
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain tensor (MONAI returns MetaTensors, which DDP and stacking do not need)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def _augmentations(aug: Mapping[str, Any], dims: int) -> list[Any]:
+    keys = ("image", "label")
+    out: list[Any] = []
+    flip = float(aug.get("flip") or 0.0)
+    if flip > 0:
+        axes = aug.get("flip_axes")
+        axes = list(range(dims)) if axes is None else [a for a in axes if a < dims]
+        out += [RandFlipd(keys, prob=flip, spatial_axis=a) for a in axes]
+    rotate = aug.get("rotate") or {}
+    if float(rotate.get("prob", 0)) > 0 and float(rotate.get("degrees", 0)) > 0:
+        angle = float(np.deg2rad(rotate["degrees"]))
+        out.append(RandRotated(keys, range_x=angle, prob=float(rotate["prob"]), mode=("bilinear", "nearest"), padding_mode="border"))
+    scale = aug.get("scale") or {}
+    if float(scale.get("prob", 0)) > 0 and float(scale.get("range", 0)) > 0:
+        r = float(scale["range"])
+        mode = ("trilinear", "nearest") if dims == 3 else ("bilinear", "nearest")
+        out.append(RandZoomd(keys, prob=float(scale["prob"]), min_zoom=1 - r, max_zoom=1 + r, mode=mode, padding_mode="edge", keep_size=True))
+    intensity = aug.get("intensity") or {}
+    if float(intensity.get("prob", 0)) > 0:
+        if float(intensity.get("scale", 0)) > 0:
+            out.append(RandScaleIntensityd("image", factors=float(intensity["scale"]), prob=float(intensity["prob"])))
+        if float(intensity.get("shift", 0)) > 0:
+            out.append(RandShiftIntensityd("image", offsets=float(intensity["shift"]), prob=float(intensity["prob"])))
+    return out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Map-style data set indexed by training step: item ``step`` is this rank's share of that step's
+    global batch (global sample indices ``rank * local .. (rank + 1) * local - 1``)."""
+
+    def __init__(self, sampler: PatchSampler, seed: int, global_batch: int, rank: int = 0, world_size: int = 1) -> None:
+        if global_batch % world_size:
+            raise ValueError(f"batch size {global_batch} is not divisible by the {world_size} processes")
+        self.sampler, self.seed = sampler, int(seed)
+        self.local = global_batch // world_size
+        self.first = rank * self.local
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sampler.sample(sample_seed(self.seed, step, self.first + i)) for i in range(self.local)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

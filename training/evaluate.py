@@ -1,0 +1,112 @@
+"""Evaluate an exported model on a fold's validation cases through the real inference engine.
+
+Each case runs through :func:`MedSegAttentionLib.engine.segment` (the same code as ``medseg
+segment``: preprocessing, the card's pipeline, mapping back to the input grid, post-processing) and
+is compared with its label on the original grid and spacing. Output: ``per_case.csv`` (one row per
+case and class) and ``summary.json`` (:func:`training.metrics.summarize` per class), also printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from MedSegAttentionLib.cards import ModelCard
+from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.store import ModelStore
+
+from .data import SPLITS_FILE, Case, fold_cases, load_dataset, make_splits, map_labels, resolve_label_mapping
+from .metrics import METRICS, case_metrics, summarize
+
+__all__ = ["evaluate_cases", "evaluate_model", "find_model"]
+
+
+def find_model(model_dir: str | Path) -> tuple[Path, Path]:
+    """The (card, weights) pair in an export folder (the one card whose weights file is present)."""
+    folder = Path(model_dir)
+    for card_path in sorted(folder.glob("*.json")):
+        try:
+            card = ModelCard.load(card_path)
+        except Exception:  # noqa: BLE001 - other JSON files in the folder
+            continue
+        if card.weights and (folder / card.weights["file"]).is_file():
+            return card_path, folder / card.weights["file"]
+    raise FileNotFoundError(f"no model card with its weights file in {folder}")
+
+
+def _cases_for_fold(data: str | Path, fold: int | str, card: ModelCard, splits_dir: str | Path | None) -> list[Case]:
+    dataset = load_dataset(data)
+    if fold == "all":
+        return list(dataset.cases)
+    path = Path(splits_dir) / SPLITS_FILE if splits_dir else None
+    if path is not None and path.is_file():
+        splits = json.loads(path.read_text())
+    else:
+        prov = (card.weights or {}).get("provenance", {})
+        splits = make_splits(dataset.case_ids, int(prov.get("folds", 5)), int(prov.get("split_seed", 12345)))
+    return fold_cases(dataset, splits, fold)[1]
+
+
+def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], label_mapping: Any = None,
+                   device: str = "auto") -> list[dict[str, Any]]:
+    """Rows ``{"case", "class", "name", metrics...}`` for every case and card label."""
+    networks = store.load_networks(card, "cpu")
+    classes = {label["value"]: label["name"] for label in card.labels}
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        result = segment(case.images[0], card, store, device=device, maps=False,
+                         networks={k: v for k, v in networks.items()})
+        pred = sitk.GetArrayFromImage(result.label)
+        gt_image = sitk.ReadImage(str(case.label))
+        gt = sitk.GetArrayFromImage(gt_image).astype(np.int64)
+        if label_mapping:
+            gt = map_labels(gt, resolve_label_mapping(label_mapping))
+        spacing = tuple(reversed(gt_image.GetSpacing()))
+        for value, values in case_metrics(pred, gt, spacing, classes=list(classes)).items():
+            rows.append({"case": case.case_id, "class": value, "name": classes[value], **values})
+    return rows
+
+
+def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | Path, fold: int | str,
+                   out_dir: str | Path, splits_dir: str | Path | None = None, label_mapping: Any = None,
+                   device: str = "auto") -> dict[str, Any]:
+    """Install the model in a temporary store, evaluate the fold's validation cases, write the table
+    and summary to ``out_dir``; returns the summary."""
+    card = ModelCard.load(card_path)
+    if label_mapping is None:
+        label_mapping = ((card.weights or {}).get("provenance") or {}).get("label_mapping")
+    with tempfile.TemporaryDirectory(prefix="medseg-eval-") as tmp:
+        store = ModelStore(tmp)
+        card = store.install_card(card_path, weights_path)
+        cases = _cases_for_fold(data, fold, card, splits_dir)
+        if not cases:
+            raise ValueError(f"fold {fold!r} has no validation cases")
+        rows = evaluate_cases(card, store, cases, label_mapping, device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "per_case.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["case", "class", "name", *METRICS])
+        writer.writeheader()
+        writer.writerows(rows)
+    per_case: dict[str, dict[Any, Mapping[str, float]]] = {}
+    for row in rows:
+        per_case.setdefault(row["case"], {})[row["name"]] = {m: row[m] for m in METRICS}
+    summary = {"model": card.id, "fold": fold, "cases": len(per_case), "classes": summarize(per_case.values())}
+    text = json.dumps(summary, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+    (out_dir / "summary.json").write_text(text.replace("NaN", "null") + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    lines = [f"{summary['model']}, fold {summary['fold']}, {summary['cases']} case(s)"]
+    for name, metrics in summary["classes"].items():
+        parts = [f"{m} {v['mean']:.4f}" + (f" ({v['n_nan']} undefined)" if v["n_nan"] else "") for m, v in metrics.items()]
+        lines.append(f"  {name}: " + ", ".join(parts))
+    return "\n".join(lines)
