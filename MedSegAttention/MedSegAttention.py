@@ -420,15 +420,9 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
         """Where models are installed: the setting, else $MEDSEG_MODEL_DIR, else the CLI's default cache folder."""
         if self.modelFolderSetting():
             return Path(self.modelFolderSetting())
-        if os.environ.get("MEDSEG_MODEL_DIR"):
-            return Path(os.environ["MEDSEG_MODEL_DIR"]).expanduser()
-        if sys.platform.startswith("win"):
-            base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        elif sys.platform == "darwin":
-            base = Path.home() / "Library" / "Caches"
-        else:
-            base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        return base / "medsegattention" / "models"
+        from MedSegAttentionLib.paths import default_store_root
+
+        return default_store_root()
 
     # ------------------------------------------------------------------ dependencies
     def requirementsPath(self) -> Path:

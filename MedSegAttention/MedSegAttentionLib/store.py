@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -23,22 +22,10 @@ import torch
 from .cards import ModelCard, builtin_cards
 from .errors import ModelError
 from .models import SegmentationNetwork, build_network
+from .paths import default_store_root
 from .weights import load_weights, sha256_file
 
-ENV_MODEL_DIR = "MEDSEG_MODEL_DIR"
 ByteProgress = Callable[[int, int], None]
-
-
-def default_store_root() -> Path:
-    if os.environ.get(ENV_MODEL_DIR):
-        return Path(os.environ[ENV_MODEL_DIR]).expanduser()
-    if sys.platform.startswith("win"):
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "medsegattention" / "models"
 
 
 @dataclass(frozen=True)
