@@ -41,10 +41,15 @@ def _run(args: list[str], cwd) -> None:
 
 def test_ddp_two_gloo_processes_match_one_process(phantom_sets, tmp_path) -> None:
     """Same global batch (2), seed and data: per-sample seeds make the two ranks draw exactly the
-    single process's batch; ConResNet (GroupNorm, no dropout) makes the loss a per-sample mean, so
-    the averaged DDP gradient equals the full-batch gradient up to the batch-level residual weight."""
+    single process's batch; ConResNet (GroupNorm, no dropout), so the averaged DDP gradient equals
+    the full-batch gradient up to rounding (measured: ~1e-4 of the distance moved)."""
     name = "conresnet-pancreas-ct"
-    sets = [f"--set={s}" for s in tiny_overrides(name, steps=3)]
+    # SGD: the update is linear in the gradient, so weight differences measure gradient differences
+    # (Adam's first steps are ~lr * sign(g) and would blow up rounding-level differences)
+    # Without the residual term (its positive weight log(V / V_k) is computed over each process's own
+    # batch, so DDP legitimately differs there) and without clipping the loss is a per-sample mean.
+    extra = ["optimizer={name: sgd, lr: 0.05, momentum: 0.9}", "loss.residual_weight=0", "train.grad_clip=null"]
+    sets = [f"--set={s}" for s in tiny_overrides(name, steps=3, extra=extra)]
     common = ["fit", "--recipe", name, "--data", str(phantom_sets["pancreas"]), "--fold", "all", "--device", "cpu",
               "--no-progress", "--no-export", *sets]
     _run([sys.executable, "-m", "training", *common, "--out", str(tmp_path / "one")], tmp_path)
@@ -59,4 +64,4 @@ def test_ddp_two_gloo_processes_match_one_process(phantom_sets, tmp_path) -> Non
     moved = sum(float((one["model"][k] - init[k]).float().norm() ** 2) for k in init if init[k].is_floating_point()) ** 0.5
     differ = sum(float((one["model"][k] - two["model"][k]).float().norm() ** 2) for k in init if init[k].is_floating_point()) ** 0.5
     assert moved > 0
-    assert differ < 0.05 * moved, (differ, moved)
+    assert differ < 0.01 * moved, (differ, moved)
