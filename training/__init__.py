@@ -9,8 +9,14 @@ Modules, one job each:
   on the common :class:`MedSegAttentionLib.models.SegmentationOutput`, and ``build_loss(name)``.
 * :mod:`training.metrics` - per-class Dice, IoU, VOE, RVD, HD95 and ASSD on label volumes with
   physical spacing, with defined behaviour for empty masks.
+* :mod:`training.recipes` - per-model YAML recipes (``training/recipes/*.yaml``) with ``--set`` overrides.
+* :mod:`training.datasets` - preprocessing with the inference ``preprocess`` cached per spec hash,
+  MONAI sampling/augmentation, step-indexed batches (deterministic, resumable, rank-sharded).
+* :mod:`training.loop` - the fit loop (AMP on CUDA, clipping, checkpoints, validation, DDP);
+  :mod:`training.schedules`, :mod:`training.checkpoint`, :mod:`training.distributed`,
+  :mod:`training.validation` support it.
+* :mod:`training.exporting` / :mod:`training.evaluate` - model-card export and engine-based evaluation.
+* :mod:`training.phantoms` - synthetic MSD-layout data sets; :mod:`training.cli` - ``python -m training``.
 
-Planned next: recipes (per-network training configurations), the fit loop with DDP, export of
-trained weights as model cards, and ``python -m training fit|evaluate``. Submodules are not imported
-here, so ``import training`` stays cheap.
+Submodules are not imported here, so ``import training`` stays cheap.
 """

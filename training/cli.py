@@ -13,7 +13,6 @@ Multi-process: ``python -m torch.distributed.run --nproc-per-node N -m training 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence

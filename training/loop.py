@@ -32,7 +32,7 @@ from MedSegAttentionLib.preprocessing import PreprocessingSpec
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import fold_cases, load_dataset, load_or_create_splits
 from .datasets import PatchSampler, StepBatches, load_volumes, sample_seed
-from .distributed import DistInfo, all_gather_objects, barrier, init_distributed
+from .distributed import all_gather_objects, barrier, init_distributed
 from .losses import build_loss
 from .recipes import Recipe
 from .schedules import build_optimizer, build_scheduler
