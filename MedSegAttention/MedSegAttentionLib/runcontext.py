@@ -25,6 +25,8 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 4
     amp: bool = True
+    precision: str = "auto"
+    channels_last: bool = True
     progress: ProgressCallback | None = None
     cancel: CancelCheck | None = None
     warnings: list[str] = field(default_factory=list)
@@ -51,6 +53,8 @@ class RunContext:
             device=self.device,
             batch_size=self.batch_size,
             amp=self.amp,
+            precision=self.precision,
+            channels_last=self.channels_last,
             progress=self.progress,
             cancel=self.cancel,
             warnings=self.warnings,
@@ -63,4 +67,19 @@ class RunContext:
 
     @property
     def use_amp(self) -> bool:
+        """Mixed precision runs on CUDA only; CPU and MPS stay in float32."""
         return self.amp and self.device.type == "cuda"
+
+    @property
+    def amp_dtype(self) -> torch.dtype:
+        """bf16 where the GPU supports it (same range as fp32, no overflow), else fp16."""
+        if self.precision == "fp16":
+            return torch.float16
+        if self.precision == "bf16" or (self.device.type == "cuda" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    @property
+    def use_channels_last(self) -> bool:
+        """channels-last (NDHWC) memory layout: the fast path for cuDNN convolutions on CUDA."""
+        return self.channels_last and self.device.type == "cuda"

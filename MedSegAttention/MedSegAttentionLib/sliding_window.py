@@ -50,7 +50,9 @@ def importance_map(patch: Sequence[int], blend: str, device: torch.device) -> to
 def _predict(
     net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None
 ) -> Prediction:
-    with torch.autocast(device_type=ctx.device.type, dtype=torch.float16, enabled=ctx.use_amp):
+    if ctx.use_channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last_3d if batch.ndim == 5 else torch.channels_last)
+    with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
         if guide is None:
             out = net(batch, return_maps=with_maps)
         else:
@@ -159,3 +161,31 @@ def slicewise_inference(
     ctx.report(1.0, "slices done")
     assert probs_out is not None
     return probs_out, maps_out
+
+
+def choose_batch_size(
+    net: SegmentationNetwork,
+    window: Sequence[int],
+    in_channels: int,
+    ctx: RunContext,
+    budget_gib: float = 8.0,
+    reserved_bytes: int = 0,
+    largest: int = 32,
+) -> int:
+    """Windows per batch that keep peak GPU memory within ``budget_gib`` (and the free memory).
+
+    Measures the peak of one window's forward pass (with maps, the costlier case) and divides what
+    is left of the budget after ``reserved_bytes`` (the accumulators) by it. CPU/MPS: unchanged.
+    """
+    if ctx.device.type != "cuda":
+        return ctx.batch_size
+    torch.cuda.synchronize(ctx.device)
+    torch.cuda.reset_peak_memory_stats(ctx.device)
+    before = torch.cuda.memory_allocated(ctx.device)
+    probe = torch.zeros((1, in_channels, *window), device=ctx.device)
+    with torch.inference_mode():
+        _predict(net, probe, ctx, with_maps=True)
+    per_window = max(torch.cuda.max_memory_allocated(ctx.device) - before, 1)
+    free, _ = torch.cuda.mem_get_info(ctx.device)
+    budget = min(budget_gib * 2**30 - before - reserved_bytes, 0.9 * free)
+    return int(max(1, min(largest, budget // per_window)))

@@ -1,0 +1,30 @@
+"""On a CUDA machine: the fast GPU path (bf16, channels-last, memory-chosen batch) agrees with the CPU.
+
+Skipped without CUDA (CI has none); run on the lent GPU with ``pytest Testing/engine/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from MedSegAttentionLib.engine import segment
+from model_cards import install_random_model
+from volumes import phantom_volume
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_gpu_and_cpu_give_the_same_segmentation(tmp_path) -> None:
+    store, model_id, _ = install_random_model(tmp_path / "store")
+    volume, _ = phantom_volume(size_zyx=(24, 64, 64))
+    cpu = segment(volume, store.card(model_id), store, device="cpu")
+    gpu = segment(volume, store.card(model_id), store, device="cuda")
+    a, b = sitk.GetArrayFromImage(cpu.label) > 0, sitk.GetArrayFromImage(gpu.label) > 0
+    dice = 1.0 if a.sum() + b.sum() == 0 else 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice >= 0.99
+    for name in cpu.maps:
+        diff = np.abs(sitk.GetArrayFromImage(cpu.maps[name]) - sitk.GetArrayFromImage(gpu.maps[name])).max()
+        assert diff < 2e-2, name

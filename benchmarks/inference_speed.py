@@ -1,0 +1,190 @@
+"""Inference speed and memory per catalog model, and our sliding window against MONAI's.
+
+Prints a table (seconds, effective TFLOP/s, peak memory) and, with ``--json``, writes the figures.
+Networks are the catalog's paper-size configurations with random (seeded) weights: speed does not
+depend on the weights. Examples::
+
+    python benchmarks/inference_speed.py --device cpu --volume prostate        # real ProstateX T2
+    python benchmarks/inference_speed.py --device cuda --volume ct512 --compare-monai
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from MedSegAttentionLib.cards import builtin_cards
+from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.models import build_network
+from MedSegAttentionLib.pipelines import patch_size_zyx
+from MedSegAttentionLib.runcontext import RunContext
+from MedSegAttentionLib.sliding_window import sliding_window_inference
+from MedSegAttentionLib.store import ModelStore
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def synthetic_ct(size_zyx: tuple[int, int, int] = (200, 512, 512), spacing=(0.8, 0.8, 1.5)) -> sitk.Image:
+    """A body-like CT: air outside an ellipse of soft tissue with brighter organs, in HU."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[: size_zyx[0], : size_zyx[1], : size_zyx[2]]
+    body = ((y - size_zyx[1] / 2) / (0.42 * size_zyx[1])) ** 2 + ((x - size_zyx[2] / 2) / (0.47 * size_zyx[2])) ** 2 <= 1
+    organ = ((y - 0.45 * size_zyx[1]) / 60) ** 2 + ((x - 0.35 * size_zyx[2]) / 80) ** 2 + ((z - size_zyx[0] / 2) / 50) ** 2 <= 1
+    hu = np.where(body, 40.0, -1000.0) + np.where(organ, 60.0, 0.0)
+    image = sitk.GetImageFromArray((hu + rng.normal(0, 15, size_zyx)).astype(np.int16))
+    image.SetSpacing(spacing)
+    return image
+
+
+def load_volume(name: str) -> sitk.Image:
+    if name == "ct512":
+        return synthetic_ct()
+    paths = {"prostate": SHARED / "ProstateX-0000" / "t2_tse_tra.nii.gz",
+             "ct20": SHARED / "TotalSegmentatorSamples" / "example_ct_dicom",
+             "ct_sm": SHARED / "TotalSegmentatorSamples" / "example_ct_sm.nii.gz"}
+    from MedSegAttentionLib.imageio import read_image
+
+    if not paths[name].exists():
+        sys.exit(f"{paths[name]} is absent (../shared/data); use --volume ct512")
+    return read_image(paths[name])
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def flops_per_window(net: torch.nn.Module, channels: int, patch: tuple[int, ...], device: torch.device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, channels, *patch, device=device))
+    return float(counter.get_total_flops())
+
+
+def _timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
+    fn()  # warm-up: cuDNN autotuning, allocator
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def monai_comparison(card, networks, image: sitk.Image, device: torch.device, batch: int) -> dict:
+    """Same network, weights, volume, windows and overlap: MONAI's inferer vs our engine's variants.
+
+    MONAI runs as users run it (fp16 autocast, NCDHW). Ours: the same settings, then the engine's
+    default fast path (bf16 autocast + channels-last-3d), then that with the window batch chosen from
+    the 8 GiB memory budget. Each is checked against our fp32 result.
+    """
+    from monai.inferers import sliding_window_inference as monai_swi
+
+    from MedSegAttentionLib.preprocessing import preprocess
+    from MedSegAttentionLib.sliding_window import choose_batch_size
+
+    net = networks["main"].to(device).eval()
+    array, _ = preprocess(image, card.preprocessing)
+    volume = torch.from_numpy(array)
+    patch = patch_size_zyx(card.inference)
+    overlap = float(card.inference.get("overlap", 0.5))
+
+    def monai_run() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            out = monai_swi(volume[None].to(device), patch, batch, lambda x: torch.softmax(net(x).logits.float(), 1),
+                            overlap=overlap, mode="gaussian", sigma_scale=0.125)
+        return out[0]
+
+    def ours(**options) -> torch.Tensor:
+        ctx = RunContext(device=device, **options)
+        return sliding_window_inference(volume, net, patch, ctx, overlap)[0]
+
+    reference = ours(batch_size=batch, amp=False, channels_last=False)
+    rows = {}
+    seconds, probs = _timed(monai_run, device)
+    rows["monai_fp16"] = (seconds, probs, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
+    variants = {"ours_fp16": dict(batch_size=batch, precision="fp16", channels_last=False),
+                "ours_bf16_cl": dict(batch_size=batch, precision="bf16", channels_last=True)}
+    if device.type == "cuda":
+        auto = choose_batch_size(net.to(memory_format=torch.channels_last_3d), patch, volume.shape[0],
+                                 RunContext(device=device), 8.0, (net.num_classes + 2) * volume[0].numel() * 4)
+        variants[f"ours_bf16_cl_b{auto}"] = dict(batch_size=auto, precision="bf16", channels_last=True)
+    for name, options in variants.items():
+        if options["channels_last"]:
+            net.to(memory_format=torch.channels_last_3d)
+        seconds, probs = _timed(lambda: ours(**options), device)
+        rows[name] = (seconds, probs, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
+        net.to(memory_format=torch.contiguous_format)
+    out = {"volume_shape": list(volume.shape), "patch": list(patch)}
+    b = reference.argmax(0) > 0
+    for name, (seconds, probs, peak) in rows.items():
+        a = probs.argmax(0) > 0
+        dice = 1.0 if int(a.sum() + b.sum()) == 0 else float(2 * (a & b).sum() / (a.sum() + b.sum()))
+        out[name] = {"s": round(seconds, 3), "speedup_vs_monai": round(rows["monai_fp16"][0] / seconds, 2),
+                     "max_prob_diff_vs_fp32": round(float((probs - reference).abs().max()), 5),
+                     "mask_dice_vs_fp32": round(dice, 5), "peak_gib": round(peak / 2**30, 2)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--volume", default="ct512", choices=["ct512", "prostate", "ct20", "ct_sm"])
+    parser.add_argument("--models", nargs="*", help="catalog ids (default: all)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--compare-monai", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    image = load_volume(args.volume)
+    store = ModelStore("/nonexistent")  # networks are passed in; the store is not read
+    rows = []
+    print(f"# {time.strftime('%Y-%m-%d')} torch {torch.__version__} on {platform.node()} "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}; "
+          f"volume {args.volume} {image.GetSize()} @ {tuple(round(s, 3) for s in image.GetSpacing())} mm")
+    for card in builtin_cards():
+        if args.models and card.id not in args.models:
+            continue
+        torch.manual_seed(0)
+        networks = {role: build_network(config) for role, config in card.networks.items()}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)  # warm-up
+        start = time.perf_counter()
+        result = segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)
+        total = time.perf_counter() - start
+        row = {"model": card.id, "device": result.device, "total_s": round(total, 3),
+               **{f"{k}_s": round(v, 3) for k, v in result.timings.items()}, "peak_mem_gib": round(peak_memory_gib(device), 2)}
+        if card.inference["mode"] == "sliding_window":
+            from MedSegAttentionLib.sliding_window import window_starts
+            from MedSegAttentionLib.preprocessing import model_grid
+
+            patch = patch_size_zyx(card.inference)
+            grid = model_grid(image, card.preprocessing.spacing_for(image))
+            windows = int(np.prod([len(window_starts(max(s, p), p, card.inference.get("overlap", 0.5)))
+                                   for s, p in zip(reversed(grid.GetSize()), patch)]))
+            flops = flops_per_window(networks["main"], card.input_channels, patch, device) * windows
+            row["tflops_effective"] = round(flops / result.timings["inference"] / 1e12, 2)
+            if args.compare_monai:
+                row.update(monai_comparison(card, networks, image, device, args.batch_size))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
