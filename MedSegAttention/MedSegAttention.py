@@ -7,12 +7,11 @@ process, so the GUI stays responsive, a GPU out-of-memory cannot take Slicer dow
 really stops it.
 """
 
+import hashlib
 import importlib
 import json
-import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -31,19 +30,21 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MedSegAttentionLib import child_reports, dependencies
 from MedSegAttentionLib.process_runner import (
     ExitStatus,
     ProcessRunner,
     build_cli_command,
+    HelperPool,
     build_device_query_command,
+    build_install_weights_command,
+    build_level_speed_command,
 )
 from MedSegAttentionLib.scene import heatmaps
 from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
 
 LEVELS = ["L1", "L2", "L3", "L4"]
-DEVICES = ["auto", "cuda", "cpu"]
-TORCH_REQUIREMENT = ">=2.2"
-PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk", "torch")  # Slicer's own: never replaced by our installs
+DEVICES = list(child_reports.DEVICES)
 
 
 class MedSegAttention(ScriptedLoadableModule):
@@ -89,10 +90,15 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._run = None
         self._result = None
-        self._helpers = []  # (ProcessRunner, callback) for device query and model commands
+        self._helpers = HelperPool()  # device query, level timing, model list and installs
         self._models = []
         self._devicePreferenceApplied = False
         self._deviceLabels = []
+        self._devicesInfo = None  # what the device query found; None until it answered
+        self._requirementsMet = False
+        self._levelLabels = []
+        self._levelKey = None  # the model/device/hardware whose level table is shown or being measured
+        self._levelRunner = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onTimer)
@@ -121,12 +127,13 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
         self._startHelper(self.logic.startDeviceQuery(), self._onDevicesDetected)
-        if self.logic.missingRequirements():
+        self._requirementsMet = not self.logic.missingRequirements()
+        if self._requirementsMet:
+            self.onRefreshModels()
+        else:
             self.ui.modelInfoLabel.text = _(
                 "Required Python packages are not installed yet. Open 'Models' and click Refresh to install them."
             )
-        else:
-            self.onRefreshModels()
 
     def onReload(self) -> None:
         """Developer 'Reload': reload MedSegAttentionLib too (importlib, not the removed imp module)."""
@@ -136,8 +143,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self._run is not None:
             self._run.kill()
-        for runner, _callback in self._helpers:
-            runner.kill()
+        self._helpers.kill_all()
         self._timer.stop()
         self.removeObservers()
 
@@ -178,12 +184,13 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self._applyDeviceLabels()  # connecting the GUI refills the device combo with bare choices
+            self._applyComboLabels()  # connecting the GUI refills the device and level combos with bare choices
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateApplyButton()
+        self._updateLevels()
         if self._result is not None:
             self.logic.setMapOpacity(self._parameterNode.mapOpacity)
 
@@ -213,7 +220,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling...")
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self._ensureDependencies():
                 return
             p = self._parameterNode
             self.ui.logTextEdit.clear()
@@ -234,6 +241,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not running:
             self.ui.levelComboBox.enabled = self._usesLevels()
             self._updateApplyButton()
+            self._updateLevels()
 
     def _pollRun(self) -> None:
         for event in self._run.poll():
@@ -279,34 +287,80 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.selectedMap = name
         self.logic.showMap(self._result, name, self._parameterNode.mapOpacity)
 
-    # ------------------------------------------------------------------ helpers (device query, models)
-    def _startHelper(self, runner, callback) -> None:
-        self._helpers.append((runner, callback))
+    # ------------------------------------------------------------------ helpers (device query, levels, models)
+    def _startHelper(self, runner, onFinished, onUpdate=None) -> None:
+        self._helpers.add(runner, onFinished, onUpdate)
         self._timer.start()
 
     def onTimer(self) -> None:
         if self._run is not None:
             self._pollRun()
-        for runner, callback in list(self._helpers):
-            runner.poll()
-            if runner.finished:
-                self._helpers.remove((runner, callback))
-                callback(runner)
+        self._helpers.poll()
         if self._run is None and not self._helpers:
             self._timer.stop()
 
-    def _onDevicesDetected(self, runner) -> None:
-        summary, self._deviceLabels = self.logic.describeDevices(runner.other.get("devices"))
-        self.ui.deviceInfoLabel.text = summary
-        self._applyDeviceLabels()
+    def _ensureDependencies(self) -> bool:
+        self._requirementsMet = self.logic.ensureDependencies()
+        return self._requirementsMet
 
-    def _applyDeviceLabels(self) -> None:
-        for index, text in enumerate(self._deviceLabels):
-            self.ui.deviceComboBox.setItemText(index, text)
+    def _onDevicesDetected(self, runner) -> None:
+        self._devicesInfo = runner.other.get("devices") or {}
+        summary, self._deviceLabels = child_reports.describe_devices(self._devicesInfo)
+        self.ui.deviceInfoLabel.text = summary
+        self._applyComboLabels()
+        self._updateLevels()
+
+    def _applyComboLabels(self) -> None:
+        for combo, labels in ((self.ui.deviceComboBox, self._deviceLabels), (self.ui.levelComboBox, self._levelLabels)):
+            for index, text in enumerate(labels[:combo.count]):
+                combo.setItemText(index, text)
 
     def _usesLevels(self) -> bool:
+        return bool(child_reports.model_levels(self._selectedModel()))
+
+    # ------------------------------------------------------------------ pruning levels (ANU-Net)
+    def _currentLevelKey(self):
+        """model/device/hardware the level table belongs to; None while it cannot be measured."""
         model = self._selectedModel()
-        return bool(model and model.get("id", "").startswith("anunet"))
+        if not child_reports.model_levels(model) or not self._parameterNode or not (self._devicesInfo or {}).get("torch"):
+            return None
+        hardware = hashlib.sha1(self.ui.deviceInfoLabel.text.encode("utf-8")).hexdigest()[:10]
+        return f"{model['id']}-{self._parameterNode.device}-{hardware}"
+
+    def _updateLevels(self) -> None:
+        """Show each level's parameters and measured speed; measure them in a child process when unknown."""
+        uses = self._usesLevels()
+        self.ui.levelInfoLabel.visible = uses
+        key = self._currentLevelKey()
+        if key is None or key == self._levelKey or self._levelRunner is not None or self._run is not None:
+            return
+        cached = self.logic.cachedLevelTable(key)
+        if cached is None and not self._requirementsMet:
+            return  # measured once the packages are installed (Refresh lists the models again)
+        self._levelKey = key
+        self._showLevelTable(cached)
+        if cached is None:
+            self._levelRunner = self.logic.startLevelSpeed(self._selectedModel()["id"], self._parameterNode.device)
+            self._startHelper(self._levelRunner, lambda runner, k=key: self._onLevelsMeasured(runner, k),
+                              lambda runner: self._showLevelTable(runner.other.get("levels")))
+
+    def _showLevelTable(self, table) -> None:
+        self._levelLabels = child_reports.level_labels(LEVELS, table)
+        self._applyComboLabels()
+        self.ui.levelInfoLabel.text = child_reports.level_summary(table)
+
+    def _onLevelsMeasured(self, runner, key: str) -> None:
+        self._levelRunner = None
+        table = runner.other.get("levels")
+        if runner.status is ExitStatus.SUCCESS and table:
+            self.logic.storeLevelTable(key, table)
+            if key == self._levelKey:
+                self._showLevelTable(table)
+        elif key == self._levelKey:
+            self.ui.levelInfoLabel.text = _("Could not measure the levels: ") + (runner.error_message or runner.stderr_tail())
+        if key != self._currentLevelKey():
+            self._levelKey = None  # the model or device changed meanwhile: measure for the new choice
+        self._updateLevels()
 
     def onModelChanged(self, index: int) -> None:
         model = self._selectedModel()
@@ -315,10 +369,11 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = model.get("title", "") if model.get("installed") else model.get("how_to_install", "")
         self.ui.levelComboBox.enabled = self._usesLevels()
         self._updateApplyButton()
+        self._updateLevels()
 
     def onRefreshModels(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to list the models."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self._ensureDependencies():
                 return
             self.ui.modelInfoLabel.text = _("Reading the model catalog...")
             self._startHelper(self.logic.startModelList(), self._onModelsListed)
@@ -327,7 +382,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if runner.status is not ExitStatus.SUCCESS:
             self.ui.modelInfoLabel.text = _("Could not list the models: ") + runner.error_message
             return
-        self._models = self.logic.parseModelList(runner.stdout_text())
+        self._models = child_reports.parse_model_list(runner.stdout_text())
         wanted = self._parameterNode.modelId if self._parameterNode else ""
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
@@ -429,140 +484,75 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
         return Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 
     def missingRequirements(self) -> list[str]:
-        """Requirements (torch and Resources/requirements.txt) not installed at a fitting version."""
-        from importlib import metadata
-
-        lines = [f"torch{TORCH_REQUIREMENT}"] + [
-            line.split("#")[0].strip() for line in self.requirementsPath().read_text().splitlines()
-        ]
-        missing = []
-        for line in filter(None, lines):
-            try:
-                from packaging.requirements import Requirement
-
-                requirement = Requirement(line)
-                name, specifier = requirement.name, requirement.specifier
-            except ImportError:
-                name, specifier = line.split(">")[0].split("=")[0].split("<")[0].strip(), None
-            try:
-                version = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                missing.append(line)
-                continue
-            if specifier is not None and not specifier.contains(version, prereleases=True):
-                missing.append(line)
-        return missing
+        """torch (with its floor) and the lines of Resources/requirements.txt not installed yet."""
+        return dependencies.missing_requirements(self.requirementsPath())
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what is missing: torch through the PyTorch extension, the rest from requirements.txt (one confirmation)."""
+        """Install what is missing after one confirmation: torch through the PyTorch extension, the rest
+        from requirements.txt with Slicer's NumPy, SimpleITK and VTK pinned. False if the user declines."""
         missing = self.missingRequirements()
         if not missing:
             return True
-        if any(line.startswith("torch") for line in missing):
+        needsTorch, others = dependencies.split_torch(missing)
+        if needsTorch:
             try:
                 import PyTorchUtils
             except ModuleNotFoundError as exc:
                 raise RuntimeError(_("MedSegAttention needs the PyTorch extension: install it from the Extensions Manager.")) from exc
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-                return False
-        others = [line for line in self.missingRequirements() if not line.startswith("torch")]
-        if not others:
-            return True
-        constraints = self._protectedConstraintsFile()
-        pydeps = self._packagingModule()
-        if pydeps is not None:  # Slicer >= 5.12: prompts once, shows progress, skips in testing mode
-            import inspect
-
-            extra = {"constraints": constraints} if "constraints" in inspect.signature(pydeps.pip_ensure).parameters else {}
-            pydeps.pip_ensure(pydeps.load_requirements(str(self.requirementsPath())), requester="MedSegAttention", **extra)
-        else:
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("MedSegAttention needs to install Python packages. This takes a few minutes."),
-                detailedText="\n".join(others),
-            ):
-                return False
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(others + ["-c", constraints])
-        return not self.missingRequirements()
-
-    @staticmethod
-    def _packagingModule():
-        for name in ("slicer.packaging", "slicer.pydeps"):
+        if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+            dependencies.install_summary(missing), detailedText="\n".join(missing)
+        ):
+            return False
+        if needsTorch and PyTorchUtils.PyTorchUtilsLogic().installTorch(
+            askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT
+        ) is None:
+            return False
+        if others:
+            constraints = str(dependencies.write_constraints_file(slicer.app.temporaryPath))
             try:
-                return importlib.import_module(name)
+                packaging = importlib.import_module("slicer.packaging")  # Slicer >= 5.12
             except ImportError:
-                continue
-        return None
-
-    @staticmethod
-    def _protectedConstraintsFile() -> str:
-        """A pip constraints file pinning Slicer's own NumPy, SimpleITK, VTK and torch to what is installed."""
-        from importlib import metadata
-
-        pins = []
-        for name in PROTECTED_PACKAGES:
-            try:
-                pins.append(f"{name}=={metadata.version(name)}")
-            except metadata.PackageNotFoundError:
-                continue
-        handle, path = tempfile.mkstemp(prefix="MedSegAttention-constraints-", suffix=".txt")
-        with os.fdopen(handle, "w") as stream:
-            stream.write("\n".join(pins) + "\n")
-        return path
+                packaging = None
+            if packaging is not None:  # progress dialog, restart detection
+                packaging.pip_ensure(others, constraints=constraints, prompt_install=False, requester="MedSegAttention")
+            else:
+                with slicer.util.WaitCursor():
+                    slicer.util.pip_install(others + ["-c", constraints])
+        return not self.missingRequirements()
 
     # ------------------------------------------------------------------ child processes
     def _modelDirArgument(self):
         return self.modelFolderSetting() or None
 
+    @staticmethod
+    def _started(command: list[str]) -> ProcessRunner:
+        runner = ProcessRunner(command, expects_result=False)
+        runner.start()
+        return runner
+
     def startDeviceQuery(self) -> ProcessRunner:
         """Ask a child process which GPU torch sees (CUDA stays out of Slicer's process)."""
-        runner = ProcessRunner(build_device_query_command(), expects_result=False)
-        runner.start()
-        return runner
+        return self._started(build_device_query_command())
 
-    @staticmethod
-    def describeDevices(info) -> tuple[str, list[str]]:
-        """A summary line and the device combo texts (same order as DEVICES) from ``medseg-devices``."""
-        if not info or not info.get("torch"):
-            return _("PyTorch is not installed yet; it is installed on first use."), list(DEVICES)
-        gpus = info.get("cuda") or []
-        if gpus:
-            gpu = f"{gpus[0]['name']}, {gpus[0]['memory_gib']} GiB"
-            return (_("PyTorch {version}; GPU: {gpu}").format(version=info["torch"], gpu=gpu),
-                    [f"auto ({gpu})", f"cuda ({gpu})", "cpu"])
-        return (_("PyTorch {version}; no CUDA GPU found, the CPU will be used.").format(version=info["torch"]),
-                ["auto (CPU)", "cuda (not available)", "cpu"])
+    def startLevelSpeed(self, modelId: str, device: str) -> ProcessRunner:
+        """Measure each pruning level's parameters and time per slice on ``device``, in a child process."""
+        return self._started(build_level_speed_command(modelId, device, model_dir=self._modelDirArgument()))
+
+    def cachedLevelTable(self, key: str):
+        """A level table measured before on this computer (settings), or None."""
+        text = qt.QSettings().value(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", "")
+        return json.loads(text) if text else None
+
+    def storeLevelTable(self, key: str, table: dict) -> None:
+        qt.QSettings().setValue(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", json.dumps(table))
 
     def startModelList(self) -> ProcessRunner:
-        runner = ProcessRunner(build_cli_command("models", "--json", model_dir=self._modelDirArgument()),
-                               expects_result=False)
-        runner.start()
-        return runner
-
-    @staticmethod
-    def parseModelList(text: str) -> list[dict]:
-        """The entries of ``medseg models --json``."""
-        start = text.find("[")
-        entries = json.loads(text[start:]) if start >= 0 else []
-        return [entry for entry in entries if isinstance(entry, dict) and entry.get("id")]
+        return self._started(build_cli_command("models", "--json", model_dir=self._modelDirArgument()))
 
     def startInstallWeights(self, modelId=None, weightsPath=None, cardPath=None, url=None, download=False) -> ProcessRunner:
         """``medseg install-weights`` for a file (with a model id or a card) or a download; checksums are verified."""
-        arguments = ["install-weights"]
-        if weightsPath:
-            arguments.append(str(weightsPath))
-        if cardPath:
-            arguments += ["--card", str(cardPath)]
-        if modelId:
-            arguments += ["--model", modelId]
-        if download:
-            arguments.append("--download")
-        if url:
-            arguments += ["--url", url]
-        runner = ProcessRunner(build_cli_command(*arguments, model_dir=self._modelDirArgument()), expects_result=False)
-        runner.start()
-        return runner
+        return self._started(build_install_weights_command(modelId, weightsPath, cardPath, url, download,
+                                                           model_dir=self._modelDirArgument()))
 
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, inputVolume, modelId: str, device: str = "auto", level=None, show3D: bool = False,
@@ -592,11 +582,6 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
         inputNode = slicer.mrmlScene.GetNodeByID(result.segmentation_node.GetNodeReferenceID(
             result.segmentation_node.GetReferenceImageGeometryReferenceRole()))
         heatmaps.show_map_in_slice_views(slicer.mrmlScene, mapNode, inputNode, opacity)
-        if mapNode is not None:
-            try:
-                slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(mapNode)
-            except AttributeError:
-                logging.debug("no colour legend support in this Slicer")
 
     def setMapOpacity(self, opacity: float) -> None:
         heatmaps.set_map_opacity(slicer.mrmlScene, opacity)

@@ -120,7 +120,8 @@ def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
     entries = store.catalog()
     if args.json:
         print(json.dumps([{"id": e.card.id, "title": e.card.title, "installed": e.installed, "origin": e.origin,
-                           "how_to_install": e.how_to_install} for e in entries], indent=2))
+                           "how_to_install": e.how_to_install, "levels": list(e.card.inference.get("levels") or [])}
+                          for e in entries], indent=2))
         return EXIT_OK
     print(f"model store: {store.root}")
     for e in entries:

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 PREFIX = "medseg-"
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # the folder holding MedSegAttentionLib
@@ -147,6 +147,32 @@ def build_cli_command(*arguments: str, model_dir: str | os.PathLike[str] | None 
     if model_dir:
         command += ["--model-dir", str(model_dir)]
     return command + list(arguments)
+
+
+def build_install_weights_command(
+    model_id: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    card: str | os.PathLike[str] | None = None,
+    url: str | None = None,
+    download: bool = False,
+    model_dir: str | os.PathLike[str] | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """``medseg install-weights`` for a file (with a model id or a card) or a download; it verifies the SHA-256."""
+    arguments = ["install-weights"] + ([str(weights)] if weights else [])
+    arguments += ["--card", str(card)] if card else []
+    arguments += ["--model", model_id] if model_id else []
+    arguments += ["--download"] if download else []
+    arguments += ["--url", url] if url else []
+    return build_cli_command(*arguments, model_dir=model_dir, python=python)
+
+
+def build_level_speed_command(
+    model_id: str, device: str = "auto", model_dir: str | os.PathLike[str] | None = None, python: str | None = None
+) -> list[str]:
+    """Measure a prunable model's levels (``MedSegAttentionLib.level_speed``): prints ``medseg-levels`` lines."""
+    command = [python or python_executable(), "-m", "MedSegAttentionLib.level_speed", "--model", model_id, "--device", device]
+    return command + (["--model-dir", str(model_dir)] if model_dir else [])
 
 
 DEVICE_QUERY = r"""
@@ -365,3 +391,38 @@ class ProcessRunner:
                 raise TimeoutError(f"{self.command[:4]} did not finish within {timeout_s} s")
             time.sleep(interval_s)
         return events
+
+
+class HelperPool:
+    """Short helper processes (device query, model list, installs, level timing) polled from one timer.
+
+    Each helper has a callback for when it finishes and, optionally, one for each batch of new events.
+    """
+
+    def __init__(self) -> None:
+        self._helpers: list[tuple[ProcessRunner, Callable[[ProcessRunner], None], Callable[[ProcessRunner], None] | None]] = []
+
+    def add(self, runner: ProcessRunner, on_finished: Callable[[ProcessRunner], None],
+            on_update: Callable[[ProcessRunner], None] | None = None) -> ProcessRunner:
+        """Track a started runner; returns it."""
+        self._helpers.append((runner, on_finished, on_update))
+        return runner
+
+    def __len__(self) -> int:
+        return len(self._helpers)
+
+    def poll(self) -> None:
+        """Poll every helper; call ``on_update`` when it printed something and ``on_finished`` when it ended."""
+        for helper in list(self._helpers):
+            runner, on_finished, on_update = helper
+            if runner.poll() and on_update is not None:
+                on_update(runner)
+            if runner.finished:
+                self._helpers.remove(helper)
+                on_finished(runner)
+
+    def kill_all(self) -> None:
+        """Kill every helper's process tree at once (the module is closing)."""
+        for runner, _finished, _update in self._helpers:
+            runner.kill()
+        self._helpers.clear()

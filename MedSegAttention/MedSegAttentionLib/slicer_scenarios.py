@@ -19,10 +19,10 @@ import slicer
 import vtk
 
 from .process_runner import python_executable
-from .scene import hierarchy, import_result, ijk_to_ras_array, load_volume, write_volume
+from .scene import heatmaps, hierarchy, import_result, ijk_to_ras_array, load_volume, write_volume
 from .scene.run import RunOptions, RunState, SegmentationRun
 from .scene.heatmaps import DEFAULT_THRESHOLD
-from .scene.segmentation import terminology_entry_string
+from .scene.segmentation import show_in_3d, terminology_entry_string
 from .scene.result import read_result
 
 SIZE = (14, 11, 7)  # x, y, z (I, J, K)
@@ -243,12 +243,69 @@ def scenario_import_result(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
             raise AssertionError(f"map {name} window is {display.GetWindowLevelMin()}..{display.GetWindowLevelMax()}")
         if not display.GetApplyThreshold() or abs(display.GetLowerThreshold() - DEFAULT_THRESHOLD) > 1e-6:
             raise AssertionError(f"map {name} does not hide values below {DEFAULT_THRESHOLD}")
+        if node.GetImageData().GetScalarType() != vtk.VTK_FLOAT:
+            raise AssertionError(f"map {name} is {node.GetImageData().GetScalarTypeAsString()}, not a float volume")
+        legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node)
+        if legend is None or legend.GetTitleText() != title or legend.GetVisibility():
+            raise AssertionError(f"map {name} needs a hidden colour legend titled {title!r}")
 
     for node in [seg_node, *imported.map_nodes.values()]:
         if hierarchy.item_parent_of(scene, node) != study:
             raise AssertionError(f"{node.GetName()} is not in the input's study")
     if "test warning" not in imported.warnings:
         raise AssertionError(f"warnings from result.json were lost: {imported.warnings}")
+
+
+def _slice_views(scene: "slicer.vtkMRMLScene", names: tuple[str, ...] = ("Red", "Yellow")) -> list:
+    """Composite nodes of slice views, as the application layout creates them."""
+    composites = []
+    for name in names:
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(name)
+        scene.AddNode(composite)
+        composites.append(composite)
+    return composites
+
+
+def scenario_heat_map_switching(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """Map by map: input behind, the chosen map in front at the chosen opacity, only its legend visible."""
+    volume, image, _ = _setup_input(scene, workdir)
+    views = _slice_views(scene)
+    imported = import_result(scene, write_result_folder(workdir / "result", image), volume)
+    legends = {name: slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node) for name, node in imported.map_nodes.items()}
+    for shown in [*imported.map_nodes, None]:
+        map_node = imported.map_nodes.get(shown) if shown else None
+        heatmaps.show_map_in_slice_views(scene, map_node, volume, 0.35)
+        for view in views:
+            expected_front = map_node.GetID() if map_node is not None else None
+            if (view.GetBackgroundVolumeID(), view.GetForegroundVolumeID()) != (volume.GetID(), expected_front):
+                raise AssertionError(f"{view.GetLayoutName()} shows {view.GetBackgroundVolumeID()} / "
+                                     f"{view.GetForegroundVolumeID()}, expected {volume.GetID()} / {expected_front}")
+            if abs(view.GetForegroundOpacity() - 0.35) > 1e-9:
+                raise AssertionError(f"foreground opacity {view.GetForegroundOpacity()} != 0.35")
+        visible = sorted(name for name, legend in legends.items() if legend.GetVisibility())
+        if visible != ([shown] if shown else []):
+            raise AssertionError(f"legends visible for {visible} while showing {shown}")
+    heatmaps.set_map_opacity(scene, 0.8)
+    if any(abs(view.GetForegroundOpacity() - 0.8) > 1e-9 for view in views):
+        raise AssertionError("the opacity slider did not reach every slice view")
+
+
+def scenario_show_3d(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """'Show 3D' makes the closed surfaces the 3D views draw; turning it off removes them."""
+    volume, image, _ = _setup_input(scene, workdir)
+    imported = import_result(scene, write_result_folder(workdir / "result", image), volume, show_3d=True)
+    seg_node = imported.segmentation_node
+    surface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    if not seg_node.GetSegmentation().ContainsRepresentation(surface):
+        raise AssertionError("show_3d did not create the closed-surface representation")
+    segment = seg_node.GetSegmentation().GetSegment(seg_node.GetSegmentation().GetNthSegmentID(0))
+    polydata = segment.GetRepresentation(surface)
+    if polydata is None or polydata.GetNumberOfPoints() == 0:
+        raise AssertionError("the liver segment has an empty 3D surface")
+    show_in_3d(seg_node, False)
+    if seg_node.GetSegmentation().ContainsRepresentation(surface):
+        raise AssertionError("turning 3D off left the surface")
 
 
 def scenario_failed_import_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
@@ -351,6 +408,8 @@ SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
     "geometry_of_loaded_volume": scenario_geometry_of_loaded_volume,
     "write_input_for_cli": scenario_write_input_for_cli,
     "import_result": scenario_import_result,
+    "heat_map_switching": scenario_heat_map_switching,
+    "show_3d": scenario_show_3d,
     "failed_import_leaves_scene_unchanged": scenario_failed_import_leaves_scene_unchanged,
     "removed_result_leaves_scene_unchanged": scenario_removed_result_leaves_scene_unchanged,
     "run_imports_result": scenario_run_imports_result,

@@ -1,4 +1,8 @@
-"""Evidence maps as scalar volumes shown as heat maps: Inferno colours, window 0-1, low values clear."""
+"""Evidence maps as scalar volumes shown as heat maps: Inferno colours, window 0-1, low values clear.
+
+Each map gets a colour legend (hidden until the map is shown); :func:`show_map_in_slice_views`
+switches the foreground layer and the visible legend map by map.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from .volumes import check_same_grid, read_volume_data
 SLICER_INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer's built-in table (full application)
 OWN_INFERNO_ATTRIBUTE = "MedSegAttention.ColorMap"
 OWN_INFERNO_NAME = "MedSegAttention Inferno"
+MAP_NAME_ATTRIBUTE = "MedSegAttention.MapName"
+LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 DEFAULT_THRESHOLD = 0.05
 # matplotlib's Inferno sampled at 17 evenly spaced points; interpolated linearly to 256 entries.
 INFERNO_CONTROL_POINTS = (
@@ -79,14 +85,37 @@ def import_map(
     node.SetName(scene.GenerateUniqueName(name))
     read_volume_data(node, map_info.path)
     check_same_grid(node, input_volume, f"map {map_info.name!r}")
-    node.SetAttribute("MedSegAttention.MapName", map_info.name)
+    node.SetAttribute(MAP_NAME_ATTRIBUTE, map_info.name)
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
     scene.AddNode(node)
     display = slicer.vtkMRMLScalarVolumeDisplayNode()
     scene.AddNode(display)
     configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold)
     node.SetAndObserveDisplayNodeID(display.GetID())
+    add_color_legend(scene, node, map_info.title)
     return node
+
+
+def add_color_legend(
+    scene: "slicer.vtkMRMLScene", map_node: "slicer.vtkMRMLScalarVolumeNode", title: str
+) -> "slicer.vtkMRMLColorLegendDisplayNode":
+    """A colour legend (0-1, Inferno) for the map, hidden until the map is shown."""
+    if not scene.IsNodeClassRegistered(LEGEND_CLASS):  # the Colors module registers it inside Slicer
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(map_node)
+    if legend is None:
+        raise RuntimeError(f"Slicer could not add a colour legend to {map_node.GetName()}")
+    legend.SetTitleText(title)
+    legend.SetLabelFormat("%.1f")
+    legend.SetVisibility(False)
+    return legend
+
+
+def map_nodes_in(scene: "slicer.vtkMRMLScene") -> list["slicer.vtkMRMLScalarVolumeNode"]:
+    """Every evidence-map volume in the scene (from any run)."""
+    volumes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    nodes = [volumes.GetItemAsObject(i) for i in range(volumes.GetNumberOfItems())]
+    return [node for node in nodes if node.GetAttribute(MAP_NAME_ATTRIBUTE) is not None]
 
 
 def _composite_nodes(scene: "slicer.vtkMRMLScene") -> list["slicer.vtkMRMLSliceCompositeNode"]:
@@ -100,12 +129,16 @@ def show_map_in_slice_views(
     background: "slicer.vtkMRMLScalarVolumeNode | None",
     opacity: float,
 ) -> None:
-    """Put the input in the background and the map (or nothing) in the foreground of every slice view."""
+    """Input in the background, the map (or nothing) in the foreground of every slice view; only its legend shows."""
     for composite in _composite_nodes(scene):
         if background is not None:
             composite.SetBackgroundVolumeID(background.GetID())
         composite.SetForegroundVolumeID(map_node.GetID() if map_node is not None else None)
         composite.SetForegroundOpacity(opacity)
+    for node in map_nodes_in(scene):
+        legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node)
+        if legend is not None:
+            legend.SetVisibility(map_node is not None and node.GetID() == map_node.GetID())
 
 
 def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:

@@ -1,0 +1,76 @@
+"""What the Slicer module's helper processes report, turned into what its panel shows.
+
+The GUI process never imports torch (CUDA stays out of Slicer's process), so it learns about the
+GPU, the model list and the ANU-Net levels from short child processes; these functions read their
+answers. Plain Python: no Qt, no Slicer, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEVICES = ("auto", "cuda", "cpu")  # the module's device choices, in combo-box order
+
+
+def describe_devices(info: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """A summary line and the device combo texts (same order as :data:`DEVICES`) from ``medseg-devices``."""
+    if not info or not info.get("torch"):
+        detail = f" ({info['error']})" if info and info.get("error") else ""
+        return f"PyTorch is not installed yet; it is installed on first use{detail}.", list(DEVICES)
+    gpus = info.get("cuda") or []
+    if gpus:
+        gpu = f"{gpus[0]['name']}, {gpus[0]['memory_gib']} GiB"
+        more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+        return (f"PyTorch {info['torch']}; GPU: {gpu}{more}", [f"auto ({gpu})", f"cuda ({gpu})", "cpu"])
+    return (f"PyTorch {info['torch']}; no CUDA GPU found, the CPU will be used.",
+            ["auto (CPU)", "cuda (not available)", "cpu"])
+
+
+def parse_model_list(text: str) -> list[dict[str, Any]]:
+    """The entries of ``medseg models --json`` (anything printed before the JSON array is ignored)."""
+    start = text.find("[")
+    if start < 0:
+        return []
+    try:
+        entries = json.loads(text[start:])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"'medseg models --json' printed something that is not a model list: {exc}") from None
+    return [entry for entry in entries if isinstance(entry, dict) and entry.get("id")]
+
+
+def model_levels(model: dict[str, Any] | None) -> list[str]:
+    """The pruning levels a model entry offers (ANU-Net: L1-L4); empty for the others."""
+    return [str(level) for level in (model or {}).get("levels") or []]
+
+
+def format_parameters(count: int) -> str:
+    """Parameter count as the paper's Table 6 writes it: millions with two decimals."""
+    return f"{count / 1e6:.2f} M"
+
+
+def level_labels(levels: list[str], table: dict[str, Any] | None) -> list[str]:
+    """Combo texts, e.g. ``L2 - 0.51 M parameters, 41 ms/slice``; bare level names until measured."""
+    rows = {row["level"]: row for row in (table or {}).get("levels", [])}
+    labels = []
+    for level in levels:
+        row = rows.get(level)
+        if row is None:
+            labels.append(level)
+            continue
+        text = f"{level} - {format_parameters(int(row['parameters']))} parameters"
+        if row.get("ms_per_slice") is not None:
+            text += f", {row['ms_per_slice']:.0f} ms/slice"
+        labels.append(text)
+    return labels
+
+
+def level_summary(table: dict[str, Any] | None) -> str:
+    """One line under the level choice: where and how the speeds were measured."""
+    if not table:
+        return "Measuring each level's size and speed on this computer..."
+    size = "x".join(str(n) for n in table.get("slice_size", []))
+    pending = [row["level"] for row in table.get("levels", []) if row.get("ms_per_slice") is None]
+    state = f"measuring {pending[0]}..." if pending else "measured"
+    return (f"Speed {state} on {table.get('device', '?')}, {size} slices "
+            "(the time per slice does not depend on the weights).")
