@@ -1,0 +1,46 @@
+"""The repository itself: README's commands are what CI runs, documents name real paths, no pickles."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    return [block.strip() for block in blocks[:2]]  # set-up (+ main job), then tests
+
+
+def test_ci_runs_the_readme_commands_verbatim() -> None:
+    setup, tests = _readme_commands()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert setup in ci_lines, f"README's set-up command is not in .ci/run: {setup}"
+    assert tests in ci_lines, f"README's test command is not in .ci/run: {tests}"
+    assert ci_lines.index(setup) < ci_lines.index(tests)
+
+
+def test_paths_named_in_the_architecture_page_exist() -> None:
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    lib = ROOT / "MedSegAttention" / "MedSegAttentionLib"
+    missing = []
+    for name in set(re.findall(r"`([\w./-]+\.(?:py|md|json|ui))`", text)):
+        if "*" in name or "<" in name:
+            continue
+        candidates = [ROOT / name, lib / name, ROOT / "MedSegAttention" / name, lib / "scene" / name, lib / "models" / name]
+        if not any(p.exists() for p in candidates):
+            missing.append(name)
+    assert not missing, f"ARCHITECTURE.md names files that do not exist: {sorted(missing)}"
+
+
+def test_no_code_unpickles_files() -> None:
+    """torch.load only with weights_only=True; no pickle.load anywhere in shipped or test code."""
+    files = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    offenders = []
+    for name in files:
+        for number, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
+            if ("torch.load(" in line and "weights_only=True" not in line) or re.search(r"\bpickle\.loads?\(", line):
+                offenders.append(f"{name}:{number}")
+    assert not offenders, offenders
