@@ -3,15 +3,19 @@
 Modules, one job each:
 
 * :mod:`training.data` - raw data sets in MSD / nnU-Net v2 layout (``dataset.json``, ``imagesTr``,
-  ``labelsTr``), geometry checks, label mapping (e.g. prostate PZ + TZ -> gland) and seeded k-fold
-  splits stored in ``splits.json``.
+  ``labelsTr``; NIfTI, NRRD, MHA); :mod:`training.caseio` - geometry checks and reading a case;
+  :mod:`training.labels` - label mapping (e.g. prostate PZ + TZ -> gland, LiTS liver / tumour, any
+  subset); :mod:`training.splits` - seeded k-fold splits stored in ``splits.json`` and reused.
 * :mod:`training.losses` - each paper's training loss (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN)
   on the common :class:`MedSegAttentionLib.models.SegmentationOutput`, and ``build_loss(name)``.
 * :mod:`training.metrics` - per-class Dice, IoU, VOE, RVD, HD95 and ASSD on label volumes with
   physical spacing, with defined behaviour for empty masks.
-* :mod:`training.recipes` - per-model YAML recipes (``training/recipes/*.yaml``) with ``--set`` overrides.
-* :mod:`training.datasets` - preprocessing with the inference ``preprocess`` cached per spec hash,
-  MONAI sampling/augmentation, step-indexed batches (deterministic, resumable, rank-sharded).
+* :mod:`training.recipes` - per-model YAML recipes (``training/recipes/*.yaml``) with ``--set``
+  overrides; settings inference reads from the card (preprocessing, slice context, box margin) are
+  taken from the card.
+* :mod:`training.datasets` - preprocessing with the inference ``preprocess`` and the card's spec,
+  cached per spec hash; MONAI sampling/augmentation; step-indexed batches (deterministic, resumable,
+  rank-sharded).
 * :mod:`training.loop` - the fit loop (AMP on CUDA, clipping, checkpoints, validation, DDP);
   :mod:`training.schedules`, :mod:`training.checkpoint`, :mod:`training.distributed`,
   :mod:`training.validation` support it.

@@ -33,14 +33,19 @@ from monai.transforms import (
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSpatialCropd,
     RandZoomd,
     SpatialPadd,
 )
+from monai.transforms.utils import generate_spatial_bounding_box
 
+from MedSegAttentionLib.cascades import VIEWS as VOLUME_VIEWS
 from MedSegAttentionLib.pipelines import patch_size_zyx
 from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess, resample_like
 
-from .data import Case, check_case_geometry, map_labels, resolve_label_mapping
+from .caseio import check_case_geometry, read_image, read_label
+from .data import Case
+from .labels import map_labels, resolve_label_mapping
 
 __all__ = [
     "PatchSampler",
@@ -55,8 +60,9 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
-#: view -> permutation of (z, y, x) that puts the view's slicing axis first (as the RSTN pipeline)
-VIEWS = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+#: view -> permutation of (z, y, x) that puts the view's slicing axis first: the RSTN inference
+#: pipeline's own definition (for (C, z, y, x) volumes) without its channel axis
+VIEWS = {view: tuple(p - 1 for p in perm[1:]) for view, perm in VOLUME_VIEWS.items()}
 
 
 @dataclass
@@ -75,31 +81,11 @@ def spec_hash(spec: PreprocessingSpec) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _read_channels(paths: Sequence[Path]) -> sitk.Image:
-    """One (vector) image from one file per channel, or from a 4D MSD file."""
-    channels: list[sitk.Image] = []
-    for path in paths:
-        image = sitk.ReadImage(str(path))
-        if image.GetDimension() == 4:
-            size = list(image.GetSize())
-            for c in range(size[3]):
-                channels.append(sitk.Extract(image, size[:3] + [0], [0, 0, 0, c]))
-        else:
-            channels.append(image)
-    if len(channels) == 1:
-        return channels[0]
-    return sitk.Compose(*[sitk.Cast(c, sitk.sitkFloat32) for c in channels])
-
-
 def preprocess_case(case: Case, spec: PreprocessingSpec) -> Volume:
     """Read a case, run the inference preprocessing on the image and put the label on its grid."""
     check_case_geometry(case)
-    image = _read_channels(case.images)
-    array, grid = preprocess(image, spec)
-    if case.label is None:
-        raise ValueError(f"case {case.case_id!r} has no label")
-    label_image = sitk.ReadImage(str(case.label))
-    on_grid = resample_like(label_image, grid, sitk.sitkNearestNeighbor)
+    array, grid = preprocess(read_image(case), spec)
+    on_grid = resample_like(read_label(case), grid, sitk.sitkNearestNeighbor)
     label = np.rint(sitk.GetArrayFromImage(on_grid)).astype(np.int16)
     spacing = tuple(float(s) for s in reversed(grid.GetSpacing()))
     return Volume(case.case_id, array.astype(np.float32, copy=False), label, spacing)
@@ -140,11 +126,14 @@ def load_volumes(
 
 
 def label_box(label: np.ndarray, values: Sequence[int], margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of the voxels whose raw label is in ``values``, grown by ``margin``; None if absent."""
-    coords = np.nonzero(np.isin(label, list(values)))
-    if not coords[0].size:
+    """Bounding box of the voxels whose raw label is in ``values``, grown by ``margin`` and clipped
+    (MONAI's ``generate_spatial_bounding_box``, as ``CropForeground``); None if no such voxel."""
+    start, end = generate_spatial_bounding_box(
+        label[None], select_fn=lambda x: np.isin(x, list(values)), margin=int(margin), allow_smaller=True
+    )
+    if all(int(e) <= int(b) for b, e in zip(start, end)):
         return None
-    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n)) for c, n in zip(coords, label.shape))
+    return tuple(slice(int(b), int(e)) for b, e in zip(start, end))
 
 
 def view_permutation(view: str) -> tuple[int, int, int]:
@@ -155,12 +144,17 @@ def view_permutation(view: str) -> tuple[int, int, int]:
 
 
 def prepare_volume(volume: Volume, recipe: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """The arrays a stage trains/validates on: cropped to ``crop_to_label``, label mapped, view-permuted."""
+    """The arrays a stage trains/validates on: cropped to ``crop_to_label``, label mapped, view-permuted.
+
+    ``crop_to_label`` is the box of the raw label values ``labels`` grown by ``margin`` (the card's
+    ``inference.box_margin`` unless the recipe sets one, see :meth:`training.recipes.Recipe.for_stage`):
+    RA-UNet's liver box, which the localiser gives at inference (Jin et al., Sec. IV-A/B).
+    """
     sampling = recipe["sampling"]
     image, label, spacing = volume.image, volume.label, volume.spacing
     crop = sampling.get("crop_to_label")
     if crop:
-        box = label_box(label, crop["labels"], int(crop.get("margin", 0)))
+        box = label_box(label, crop["labels"], int(crop.get("margin") or 0))
         if box is not None:
             image, label = image[(slice(None),) + box], label[box]
     mapping = recipe["data"].get("label_mapping")
@@ -182,11 +176,13 @@ def sample_seed(seed: int, step: int, index: int) -> int:
 class PatchSampler:
     """Draws one (image, label) training sample per seed with MONAI transforms.
 
-    ``patch`` mode: a 3D window of ``patch_size`` (x, y, z), centred on foreground or background with
-    odds ``pos:neg`` (``RandCropByPosNegLabeld``), then flips, in-plane rotation, zoom, intensity
-    scale/shift. ``slice`` mode: one slice of the role's view with ``slice_context`` neighbours each
-    side stacked as channels (edge slices replicated, as the slice-wise inference does), cropped to
-    the in-plane patch, then the 2D augmentations.
+    ``patch`` mode: a 3D window of ``patch_size`` (x, y, z), then flips, in-plane rotation, zoom,
+    intensity scale/shift. ``slice`` mode: one slice of the role's view with ``slice_context``
+    neighbours each side stacked as channels (edge slices replicated, as the slice-wise inference
+    does), cropped to the in-plane patch, then the 2D augmentations. Where the window lies
+    (``sampling.crop``): ``pos_neg`` centres it on foreground or background with odds ``pos:neg``
+    (``RandCropByPosNegLabeld``); ``uniform`` places it uniformly at random (``RandSpatialCropd``),
+    the "random cropping" of SIP-Net (Sec. 4.2) and its code.
     """
 
     def __init__(self, volumes: Sequence[Volume], recipe: Mapping[str, Any]) -> None:
@@ -196,7 +192,7 @@ class PatchSampler:
         sampling, aug = recipe["sampling"], recipe["augment"]
         self.mode = sampling["mode"]
         self.arrays = [prepare_volume(v, recipe)[:2] for v in volumes]
-        self.context = int(sampling.get("slice_context", 0))
+        self.context = int(sampling.get("slice_context") or 0)
         z, y, x = patch_size_zyx(sampling)
         pos, neg = float(sampling.get("pos", 1.0)), float(sampling.get("neg", 1.0))
         keys = ("image", "label")
@@ -209,7 +205,13 @@ class PatchSampler:
                 BorderPadd(keys, spatial_border=[self.context, 0, 0], mode=("replicate", "constant")),
                 SpatialPadd(keys, spatial_size=size, mode=("replicate", "constant")),
             ]
-        pre.append(RandCropByPosNegLabeld(keys, "label", spatial_size=size, pos=pos, neg=neg, num_samples=1))
+        strategy = sampling.get("crop", "pos_neg")
+        if strategy == "pos_neg":
+            pre.append(RandCropByPosNegLabeld(keys, "label", spatial_size=size, pos=pos, neg=neg, num_samples=1))
+        elif strategy == "uniform":
+            pre.append(RandSpatialCropd(keys, roi_size=size, random_size=False))
+        else:
+            raise ValueError(f"sampling.crop must be 'pos_neg' or 'uniform', got {strategy!r}")
         self.crop = Compose(pre)
         dims = 3 if self.mode == "patch" else 2
         self.augment = Compose(_augmentations(aug, dims))
@@ -220,7 +222,8 @@ class PatchSampler:
         image, label = self.arrays[int(rng.integers(len(self.arrays)))]
         self.crop.set_random_state(seed=int(rng.integers(2**31)))
         self.augment.set_random_state(seed=int(rng.integers(2**31)))
-        item = self.crop({"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]})[0]
+        item = self.crop({"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]})
+        item = item[0] if isinstance(item, list) else item  # RandCropByPosNegLabeld returns a list of samples
         if self.mode == "slice":
             img, lab = item["image"], item["label"]
             item = {"image": img.reshape(-1, *img.shape[2:]), "label": lab[:, self.context]}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_gather_objects", "barrier", "cleanup", "init_distributed"]
+__all__ = ["DistInfo", "all_gather_objects", "all_reduce_mean", "barrier", "cleanup", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,17 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_mean(value: float, info: DistInfo) -> float:
+    """Mean of ``value`` over all ranks (``value`` itself on a single process)."""
+    if not info.enabled:
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / info.world_size
 
 
 def cleanup(info: DistInfo) -> None:

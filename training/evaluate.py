@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,8 +21,12 @@ from MedSegAttentionLib.cards import ModelCard
 from MedSegAttentionLib.engine import segment
 from MedSegAttentionLib.store import ModelStore
 
-from .data import SPLITS_FILE, Case, fold_cases, load_dataset, make_splits, map_labels, resolve_label_mapping
+from .caseio import read_image, read_label
+from .data import Case, load_dataset
+from .exporting import json_safe
+from .labels import map_labels, resolve_label_mapping
 from .metrics import METRICS, case_metrics, summarize
+from .splits import SPLITS_FILE, fold_cases, make_splits, read_splits
 
 __all__ = ["evaluate_cases", "evaluate_model", "find_model"]
 
@@ -42,14 +45,24 @@ def find_model(model_dir: str | Path) -> tuple[Path, Path]:
 
 
 def _cases_for_fold(data: str | Path, fold: int | str, card: ModelCard, splits_dir: str | Path | None) -> list[Case]:
+    """Validation cases of ``fold``: from ``splits_dir/splits.json`` when given, else the cases the
+    card's provenance says the model was validated on (same fold), else the seeded split it names."""
     dataset = load_dataset(data)
     if fold == "all":
         return list(dataset.cases)
+    prov = (card.weights or {}).get("provenance") or {}
     path = Path(splits_dir) / SPLITS_FILE if splits_dir else None
-    if path is not None and path.is_file():
-        splits = json.loads(path.read_text())
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist (--splits-dir is the experiment folder of the training run)")
+        splits = read_splits(path, dataset.case_ids)
+    elif prov.get("fold") == fold and prov.get("val_cases") is not None:
+        by_id = {c.case_id: c for c in dataset.cases}
+        missing = sorted(set(prov["val_cases"]) - set(by_id))
+        if missing:
+            raise ValueError(f"the card's validation cases {missing[:5]} are not in {data}")
+        return [by_id[i] for i in prov["val_cases"]]
     else:
-        prov = (card.weights or {}).get("provenance", {})
         splits = make_splits(dataset.case_ids, int(prov.get("folds", 5)), int(prov.get("split_seed", 12345)))
     return fold_cases(dataset, splits, fold)[1]
 
@@ -61,10 +74,10 @@ def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], la
     classes = {label["value"]: label["name"] for label in card.labels}
     rows: list[dict[str, Any]] = []
     for case in cases:
-        result = segment(case.images[0], card, store, device=device, maps=False,
+        result = segment(read_image(case), card, store, device=device, maps=False,
                          networks={k: v for k, v in networks.items()})
         pred = sitk.GetArrayFromImage(result.label)
-        gt_image = sitk.ReadImage(str(case.label))
+        gt_image = read_label(case)
         gt = sitk.GetArrayFromImage(gt_image).astype(np.int64)
         if label_mapping:
             gt = map_labels(gt, resolve_label_mapping(label_mapping))
@@ -99,8 +112,7 @@ def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | 
     for row in rows:
         per_case.setdefault(row["case"], {})[row["name"]] = {m: row[m] for m in METRICS}
     summary = {"model": card.id, "fold": fold, "cases": len(per_case), "classes": summarize(per_case.values())}
-    text = json.dumps(summary, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
-    (out_dir / "summary.json").write_text(text.replace("NaN", "null") + "\n", encoding="utf-8")
+    (out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 
 

@@ -22,17 +22,17 @@ from MedSegAttentionLib.models import build_network
 from .checkpoint import load_checkpoint
 from .recipes import Recipe
 
-__all__ = ["export_fold", "missing_roles"]
+__all__ = ["export_fold", "json_safe", "missing_roles"]
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN/inf become None, tuples lists."""
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -67,4 +67,4 @@ def export_fold(recipe: Recipe, fold_dir: str | Path, out_dir: str | Path | None
         **(extra or {}),
     }
     target = Path(out_dir) if out_dir is not None else fold_dir / "export"
-    return export_model(recipe.card, networks, target, dtype=dtype, provenance=_clean(provenance))
+    return export_model(recipe.card, networks, target, dtype=dtype, provenance=json_safe(provenance))

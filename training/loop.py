@@ -27,18 +27,25 @@ from tqdm import tqdm
 
 from MedSegAttentionLib.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
+from MedSegAttentionLib.models.rstn import foreground_probability
 from MedSegAttentionLib.preprocessing import PreprocessingSpec
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import fold_cases, load_dataset, load_or_create_splits
-from .datasets import PatchSampler, StepBatches, load_volumes, sample_seed
-from .distributed import all_gather_objects, barrier, init_distributed
+from .data import load_dataset
+from .datasets import PatchSampler, StepBatches, Volume, load_volumes, sample_seed
+from .distributed import all_gather_objects, all_reduce_mean, barrier, init_distributed
 from .losses import build_loss
 from .recipes import Recipe
-from .schedules import build_optimizer, build_scheduler
+from .schedules import build_optimizer, build_scheduler, step_scheduler
+from .splits import fold_cases, load_or_create_splits
 from .validation import mean_dice, summary_means, validate
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "fit", "rstn_crop_mask"]
+
+TENSORBOARD_MISSING = (
+    "note: TensorBoard logs are off because the 'tensorboard' package is not installed "
+    "(pip install 'medsegattention[train]'); metrics are still written to {path}"
+)
 
 
 @dataclass
@@ -63,23 +70,31 @@ def _to_float(out: SegmentationOutput) -> SegmentationOutput:
     )
 
 
-def _forward(model: torch.nn.Module, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, step: int) -> SegmentationOutput:
-    """Network forward; RSTN gets its crop mask: the ground truth for the first
-    ``rstn.ground_truth_crop_steps`` steps (paper stages S/I), then the coarse prediction, with the
-    ground truth where that prediction is empty (stage J, authors' code)."""
-    if getattr(net, "name", "") != "rstn":
-        return model(x)
-    truth = (y > 0).to(x.dtype)
-    switch = recipe["rstn"].get("ground_truth_crop_steps")
-    if switch is None or step < int(switch):
-        return model(x, crop_mask=truth)
+def rstn_crop_mask(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, from_prediction: bool) -> torch.Tensor:
+    """Where RSTN's fine stage is cropped in training (Yu et al., "Training and Testing").
+
+    The ground-truth foreground first; with ``from_prediction`` (the fine-tuning on coarse-scaled
+    crops, "Experiments") the coarse network's own prediction (foreground probability >= the
+    network's threshold), with the ground truth where that prediction is empty (authors' stage J).
+    """
+    truth = (labels > 0).to(x.dtype)
+    if not from_prediction:
+        return truth
     with torch.no_grad():
         height, width = x.shape[-2:]
         coarse = net.coarse(net.pad_to_divisor(x))[..., :height, :width]  # type: ignore[operator]
-        predicted = (1.0 - torch.softmax(coarse.float(), dim=1)[:, 0]) >= net.threshold  # type: ignore[operator]
+        predicted = (foreground_probability(coarse.float())[:, 0] >= net.threshold).to(x.dtype)
         empty = predicted.flatten(1).sum(1) == 0
-        mask = torch.where(empty[:, None, None], truth, predicted.to(x.dtype))
-    return model(x, crop_mask=mask)
+        return torch.where(empty[:, None, None], truth, predicted)
+
+
+def _forward(model: torch.nn.Module, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, step: int) -> SegmentationOutput:
+    """Network forward; RSTN gets its crop mask (:func:`rstn_crop_mask`): the ground truth for the
+    first ``rstn.ground_truth_crop_steps`` steps, then the coarse prediction."""
+    if getattr(net, "name", "") != "rstn":
+        return model(x)
+    switch = recipe["rstn"].get("ground_truth_crop_steps")
+    return model(x, crop_mask=rstn_crop_mask(net, x, y, switch is not None and step >= int(switch)))
 
 
 class _Logger:
@@ -95,7 +110,7 @@ class _Logger:
 
             self.writer = SummaryWriter(str(run_dir / "tb"))
         except ImportError:
-            print("note: tensorboard is not installed; TensorBoard logging skipped (metrics.jsonl is written)", file=sys.stderr)
+            print(TENSORBOARD_MISSING.format(path=run_dir / "metrics.jsonl"), file=sys.stderr)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -124,9 +139,25 @@ def _amp(setting: str, device: torch.device) -> tuple[bool, torch.dtype]:
     raise ValueError(f"train.amp must be none, bf16 or fp16, got {setting!r}")
 
 
+def _check_input_channels(volumes: list[Volume], recipe: Recipe, in_channels: int) -> None:
+    """The network's input channels must be the data's channels times the stacked slices."""
+    if not volumes:
+        return
+    context = int(recipe["sampling"].get("slice_context") or 0) if recipe["sampling"]["mode"] == "slice" else 0
+    given = volumes[0].image.shape[0] * (2 * context + 1)
+    if given != in_channels:
+        detail = f" x {2 * context + 1} stacked slices" if context else ""
+        raise ValueError(
+            f"recipe {recipe.name} [{recipe['role']}]: the network takes {in_channels} input channel(s) but the data "
+            f"gives {volumes[0].image.shape[0]} channel(s){detail} = {given}"
+        )
+
+
 def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, device: str = "auto",
         resume: bool = False, progress: bool = True) -> FitResult:
     """Train ``recipe``'s role on fold ``fold`` of the data set at ``data``; see the module docstring."""
+    if not recipe.staged:
+        recipe = recipe.for_stage(None)
     train_cfg = recipe["train"]
     dev = resolve_device(device)
     info = init_distributed(dev.type)
@@ -138,12 +169,13 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    # data: splits and cache are written by rank 0 only
+    # data: splits and cache are written by rank 0 only; fold "all" trains on every case, no split
     dataset = load_dataset(data)
-    if info.is_main:
+    splits: list[dict[str, list[str]]] = []
+    if fold != "all" and info.is_main:
         splits = load_or_create_splits(out, dataset.case_ids, int(recipe["data"]["folds"]), int(recipe["data"]["split_seed"]))
     barrier(info)
-    if not info.is_main:
+    if fold != "all" and not info.is_main:
         splits = load_or_create_splits(out, dataset.case_ids, int(recipe["data"]["folds"]), int(recipe["data"]["split_seed"]))
     train_cases, val_cases = fold_cases(dataset, splits, fold)
     max_val = recipe["validation"].get("max_cases")
@@ -156,6 +188,7 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     if not info.is_main:
         volumes = load_volumes(train_cases + val_cases, spec, cache, write=False)
     train_vols, val_vols = volumes[: len(train_cases)], volumes[len(train_cases):]
+    _check_input_channels(volumes, recipe, int(recipe.network_config().get("in_channels", 1)))
 
     # model, loss, optimiser, schedule
     seed = int(train_cfg["seed"])
@@ -166,7 +199,9 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     criterion = build_loss(str(loss_cfg.pop("name")), **loss_cfg)
     max_steps = int(train_cfg["max_steps"])
     optimizer = build_optimizer(recipe["optimizer"], net.parameters())
-    scheduler = build_scheduler(recipe["scheduler"], optimizer, max_steps)
+    steps_per_epoch = max(1, int(train_cfg.get("steps_per_epoch", 250)))
+    scheduler = build_scheduler(recipe["scheduler"], optimizer, max_steps, steps_per_epoch,
+                                reduce=lambda value: all_reduce_mean(value, info))
     use_amp, amp_dtype = _amp(train_cfg.get("amp"), dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
     step, best, last_loss = 0, -math.inf, math.nan
@@ -181,6 +216,8 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
         step, best = int(state["step"]), float(state["best_dice"])
         if info.is_main:
             print(f"resuming {role} from step {step} ({last_path})", file=sys.stderr)
+    elif resume and info.is_main:
+        print(f"nothing to resume for {role}: {last_path} does not exist; starting at step 0", file=sys.stderr)
     model: torch.nn.Module = net
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -199,7 +236,6 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     logger = _Logger(run_dir, info.is_main)
     val_every, ckpt_every = int(train_cfg["val_every"]), int(train_cfg["checkpoint_every"])
     log_every, clip = int(train_cfg.get("log_every", 10)), train_cfg.get("grad_clip")
-    steps_per_epoch = max(1, int(train_cfg.get("steps_per_epoch", 250)))
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(path, {
@@ -239,9 +275,9 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
             torch.nn.utils.clip_grad_norm_(net.parameters(), float(clip))
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
-        step += 1
         last_loss = float(loss.detach())
+        step_scheduler(scheduler, last_loss)
+        step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         if step % log_every == 0 or step == stop:

@@ -9,9 +9,14 @@ and the run settings (``train``). Preprocessing is never part of a recipe: it is
 Cascades (RA-UNet's three networks, RSTN's three views) have one recipe with a ``stages`` mapping:
 ``stages.<role>`` holds overrides for the network of that role; ``--stage <role>`` selects it.
 
+Settings that inference reads from the card are taken from the card, never restated: the slice
+context of 2D networks (``inference.slice_context``; RA-UNet's localiser runs without) and the margin
+of RA-UNet's liver box (``inference.box_margin``). A recipe that sets ``sampling.slice_context`` to
+another value than the card is refused; change the card (``card_overrides``) instead.
+
 Recipes are given by name (a shipped YAML) or by path; ``--set a.b=value`` overrides any value (the
 value is read as YAML, so ``--set train.max_steps=10`` gives an int and ``--set network.blocks=[1,1]``
-a list).
+a list), also over what a stage sets (``--set train.max_steps=10`` shortens every stage).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import yaml
 
 from MedSegAttentionLib.cards import ModelCard, builtin_cards
 
-__all__ = ["DEFAULTS", "Recipe", "apply_overrides", "deep_merge", "load_recipe", "recipe_names"]
+__all__ = ["DEFAULTS", "Recipe", "apply_overrides", "card_slice_context", "deep_merge", "load_recipe", "recipe_names"]
 
 #: Values every recipe starts from (a shipped recipe states what its paper needs on top).
 DEFAULTS: dict[str, Any] = {
@@ -40,11 +45,12 @@ DEFAULTS: dict[str, Any] = {
         "mode": "patch",  # patch (3D windows) | slice (2D slices, axial or the role's view)
         "patch_size": [64, 64, 32],  # x, y, z voxels like the card's inference.patch_size (z unused for slice)
         "batch_size": 2,
+        "crop": "pos_neg",  # pos_neg: centred on foreground/background with odds pos:neg | uniform
         "pos": 1.0,
         "neg": 1.0,
-        "slice_context": 0,
+        "slice_context": None,  # neighbours each side; None = the card's (see Recipe.for_stage)
         "view": "axial",
-        "crop_to_label": None,  # {"labels": [raw values], "margin": voxels}: train inside that box
+        "crop_to_label": None,  # {"labels": [raw values], "margin": voxels (default: card's box_margin)}
     },
     "augment": {
         "flip": 0.0,  # probability per axis
@@ -121,6 +127,7 @@ class Recipe:
     data: dict[str, Any]
     card: dict[str, Any]
     source: str
+    overrides: tuple[str, ...] = ()  # the --set strings, applied again over each stage (they win)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -131,7 +138,8 @@ class Recipe:
         return list(self.card["networks"])
 
     def for_stage(self, stage: str | None) -> "Recipe":
-        """The recipe of one stage (role): ``stages[stage]`` merged over the common settings."""
+        """The recipe of one stage (role): ``stages[stage]`` merged over the common settings, with the
+        settings the card defines for inference filled in (see the module docstring)."""
         stages = self.data.get("stages") or {}
         if stage is None:
             if len(self.roles) > 1:
@@ -140,8 +148,15 @@ class Recipe:
         if stage not in self.card["networks"]:
             raise ValueError(f"recipe {self.name}: unknown stage {stage!r}; the card's networks are {self.roles}")
         data = deep_merge({k: v for k, v in self.data.items() if k != "stages"}, stages.get(stage, {}))
+        data = apply_overrides(data, [o for o in self.overrides if not o.strip().startswith("stages.")])
         data["role"] = stage
+        _fill_from_card(data, self.card, f"recipe {self.name} [{stage}]")
         return Recipe(self.name, data, self.card, self.source)
+
+    @property
+    def staged(self) -> bool:
+        """True once :meth:`for_stage` resolved this recipe to one network."""
+        return "stages" not in self.data
 
     def network_config(self) -> dict[str, Any]:
         """The card's config for this recipe's role, updated by ``network``."""
@@ -151,6 +166,31 @@ class Recipe:
     @property
     def num_classes(self) -> int:
         return int(self.network_config().get("num_classes", 2))
+
+
+def card_slice_context(card: Mapping[str, Any]) -> int:
+    """Neighbouring slices each side that the card's 2D inference stacks as channels (0 for RA-UNet's
+    localiser, which the cascade runs slice by slice without context)."""
+    inference = card.get("inference") or {}
+    if inference.get("mode") in ("slicewise", "rstn_coarse_to_fine"):
+        return int(inference.get("slice_context", 0))
+    return 0
+
+
+def _fill_from_card(data: dict[str, Any], card: Mapping[str, Any], where: str) -> None:
+    """Resolve the sampling settings that the card defines for inference (in place)."""
+    sampling = data["sampling"]
+    context = card_slice_context(card)
+    if sampling.get("slice_context") is None:
+        sampling["slice_context"] = context
+    elif sampling["mode"] == "slice" and int(sampling["slice_context"]) != context:
+        raise ValueError(
+            f"{where}: sampling.slice_context {sampling['slice_context']} differs from the {context} slice(s) "
+            "the card's inference uses; set card_overrides.inference.slice_context to change both"
+        )
+    crop = sampling.get("crop_to_label")
+    if crop and crop.get("margin") is None:
+        crop["margin"] = int((card.get("inference") or {}).get("box_margin", 0))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -183,6 +223,7 @@ def load_recipe(name_or_path: str | os.PathLike[str], overrides: Iterable[str] =
     The card (``card`` + ``card_overrides``) is validated against the model-card schema, so a
     recipe can never export a card that ``medseg`` would refuse.
     """
+    overrides = tuple(overrides)
     path = Path(name_or_path)
     if not path.is_file():
         candidate = _recipe_dir() / f"{name_or_path}.yaml"
@@ -199,6 +240,10 @@ def load_recipe(name_or_path: str | os.PathLike[str], overrides: Iterable[str] =
     card = deep_merge(_base_card(data["card"], str(path)), data.get("card_overrides") or {})
     card["weights"] = None
     ModelCard.from_dict({**card}, source=f"recipe {name}")
-    if data["sampling"]["mode"] not in ("patch", "slice"):
-        raise ValueError(f"{path}: sampling.mode must be 'patch' or 'slice', got {data['sampling']['mode']!r}")
-    return Recipe(name=name, data=data, card=card, source=str(path))
+    for stage in [data, *(data.get("stages") or {}).values()]:
+        sampling = stage.get("sampling") or {}
+        if sampling.get("mode", "patch") not in ("patch", "slice"):
+            raise ValueError(f"{path}: sampling.mode must be 'patch' or 'slice', got {sampling['mode']!r}")
+        if sampling.get("crop", "pos_neg") not in ("pos_neg", "uniform"):
+            raise ValueError(f"{path}: sampling.crop must be 'pos_neg' or 'uniform', got {sampling['crop']!r}")
+    return Recipe(name=name, data=data, card=card, source=str(path), overrides=tuple(overrides))

@@ -33,7 +33,7 @@ def predict_volume(net: torch.nn.Module, image: np.ndarray, recipe: Mapping[str,
     volume = torch.from_numpy(np.ascontiguousarray(image))
     sampling = recipe["sampling"]
     if sampling["mode"] == "slice":
-        probs, _ = slicewise_inference(volume, net, ctx, context=int(sampling.get("slice_context", 0)))
+        probs, _ = slicewise_inference(volume, net, ctx, context=int(sampling.get("slice_context") or 0))
     else:
         inference = card.get("inference", {})
         patch = patch_size_zyx(inference) if "patch_size" in inference else patch_size_zyx(sampling)

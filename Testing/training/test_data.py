@@ -1,4 +1,4 @@
-"""training.data: MSD / nnU-Net v2 data sets, geometry checks, label mapping, k-fold splits."""
+"""training.data / caseio / labels / splits: MSD and nnU-Net v2 data sets, geometry, label mapping, k-fold splits."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ import pytest
 import SimpleITK as sitk
 
 from phantoms import ellipsoid_phantom
-from training.data import (
-    DatasetError,
-    GeometryMismatchError,
-    fold_cases,
-    load_dataset,
-    load_or_create_splits,
-    make_splits,
-    map_labels,
-    read_case,
-    resolve_label_mapping,
-    verify_dataset,
-)
+from training.caseio import GeometryMismatchError, read_case, verify_dataset
+from training.data import DatasetError, load_dataset
+from training.labels import map_labels, resolve_label_mapping
+from training.splits import fold_cases, load_or_create_splits, make_splits
 
 SHAPE = (8, 10, 12)  # numpy (z, y, x)
 SPACING_XYZ = (0.8, 0.7, 2.5)
@@ -231,6 +223,11 @@ def test_splits_saved_and_reused(tmp_path: Path) -> None:
         load_or_create_splits(experiment, IDS, n_folds=5)
     with pytest.raises(ValueError, match="not in the data set"):
         load_or_create_splits(experiment, IDS[:-1], n_folds=3)
+    with pytest.warns(UserWarning, match="in no fold"):
+        assert load_or_create_splits(experiment, IDS + ["c99"], n_folds=3) == edited
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON.*delete it"):
+        load_or_create_splits(experiment, IDS, n_folds=3)
 
 
 def test_fold_cases(msd_root: Path) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
+from MedSegAttentionLib.cards import ModelCard
 from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess
 from training.data import load_dataset
-from training.datasets import PatchSampler, StepBatches, load_volumes, spec_hash
+from training.datasets import PatchSampler, StepBatches, Volume, label_box, load_volumes, prepare_volume, spec_hash
 from training.phantoms import render_prostate_dataset
+from training.recipes import load_recipe
 
 
 def test_cache_holds_exactly_the_inference_preprocessing(phantom_sets, tmp_path) -> None:
@@ -27,6 +30,22 @@ def test_cache_holds_exactly_the_inference_preprocessing(phantom_sets, tmp_path)
     np.testing.assert_array_equal(again[0].image, volumes[0].image)
     other = PreprocessingSpec(target_spacing=(1.0, 1.0, 1.5), intensity={"method": "zscore", "nonzero": False})
     assert spec_hash(other) != spec_hash(spec)
+
+
+def test_cache_is_recomputed_when_a_source_file_changes(phantom_sets, tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(phantom_sets["prostate"], root)
+    case = load_dataset(root).cases[0]
+    spec = PreprocessingSpec(target_spacing=None, intensity={"method": "zscore", "nonzero": False})
+    before = load_volumes([case], spec, tmp_path / "cache")[0]
+    image = sitk.ReadImage(str(case.images[0]))
+    flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[:, ::-1].copy())
+    flipped.CopyInformation(image)
+    sitk.WriteImage(flipped, str(case.images[0]))
+    after = load_volumes([case], spec, tmp_path / "cache")[0]
+    np.testing.assert_allclose(after.image, before.image[:, :, ::-1], atol=1e-5)
 
 
 def test_sampling_is_a_function_of_step_and_shards_by_rank(phantom_sets) -> None:
@@ -62,3 +81,39 @@ def test_render_prostate_dataset_around_real_labels(shared_data, tmp_path) -> No
         pixels, label = sitk.GetArrayFromImage(image).astype(float), sitk.GetArrayFromImage(real)
         assert pixels.min() >= 0 and 100 < np.median(pixels) < 1000
         assert pixels[label == 1].mean() > pixels[label == 0].mean() + 50  # bright peripheral zone
+
+
+def _volume(label: np.ndarray) -> Volume:
+    return Volume("v", np.random.default_rng(0).normal(size=(1, *label.shape)).astype(np.float32), label, (2.0, 1.0, 1.0))
+
+
+def test_crop_to_label_is_the_ground_truth_box_grown_by_the_card_margin() -> None:
+    label = np.zeros((20, 40, 40), np.int16)
+    label[6:12, 10:25, 18:30] = 1  # liver
+    label[8:10, 12:15, 20:23] = 2  # tumour inside
+    label[19, 0, 0] = 0
+    recipe = load_recipe("raunet-liver-tumour-ct")
+    liver, tumour = recipe.for_stage("liver"), recipe.for_stage("tumour")
+    m = recipe.card["inference"]["box_margin"]  # 10 voxels, as the cascade's box at inference
+    image, lab, spacing = prepare_volume(_volume(label), tumour.data)
+    box = (slice(max(6 - m, 0), 12 + m), slice(10 - m, 25 + m), slice(18 - m, 30 + m))
+    np.testing.assert_array_equal(lab, (label[box] == 2).astype(np.int64))  # tumour only, inside the box
+    assert image.shape == (1, *label[box].shape) and spacing == (2.0, 1.0, 1.0)
+    _, liver_label, _ = prepare_volume(_volume(label), liver.data)
+    np.testing.assert_array_equal(liver_label, (label[box] > 0).astype(np.int64))
+    assert label_box(label, [1, 2], 0) == (slice(6, 12), slice(10, 25), slice(18, 30))
+    assert label_box(label, [3], 4) is None
+
+
+def test_uniform_crops_cover_background_pos_neg_crops_find_the_organ() -> None:
+    label = np.zeros((8, 64, 64), np.int16)
+    label[2:6, 4:10, 4:10] = 1  # a small organ in one corner
+    base = {"data": {"label_mapping": None}, "augment": {}}
+    uniform = PatchSampler([_volume(label)], {**base, "sampling": {"mode": "patch", "patch_size": [16, 16, 8], "crop": "uniform"}})
+    positive = PatchSampler([_volume(label)], {**base, "sampling": {"mode": "patch", "patch_size": [16, 16, 8], "pos": 1, "neg": 0}})
+    uniform_hits = [bool(uniform.sample(seed)[1].any()) for seed in range(40)]
+    assert all(bool(positive.sample(seed)[1].any()) for seed in range(40))
+    assert 0 < sum(uniform_hits) < 20  # uniform windows mostly miss a corner organ (about 1/9 of the positions hit it)
+    x, y = uniform.sample(3)
+    assert x.shape == (1, 8, 16, 16) and y.shape == (8, 16, 16)
+    np.testing.assert_array_equal(uniform.sample(3)[0], x)  # a pure function of the seed

@@ -9,9 +9,14 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import TINY, tiny_overrides
+from MedSegAttentionLib.cli import main as medseg
 from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.preprocessing import preprocess
 from MedSegAttentionLib.store import ModelStore
+from training.caseio import read_image
 from training.cli import main
+from training.data import load_dataset
+from training.datasets import load_volumes, spec_hash
 from training.exporting import export_fold
 from training.loop import fit
 from training.recipes import load_recipe, recipe_names
@@ -64,17 +69,60 @@ def test_recipe_trains_exports_installs_and_segments(name: str, phantom_sets, tm
 
 
 def test_cli_fit_then_evaluate(phantom_sets, tmp_path, capsys) -> None:
+    """fit -> export -> ``medseg install-weights --card`` and ``medseg segment`` unchanged -> evaluate."""
     name = "sipnet-prostate-mr"
+    data = phantom_sets["prostate"]
     sets = [f"--set={s}" for s in tiny_overrides(name, steps=2)]
     out = tmp_path / "exp"
-    assert main(["fit", "--recipe", name, "--data", str(phantom_sets["prostate"]), "--fold", "0", "--out", str(out),
+    assert main(["fit", "--recipe", name, "--data", str(data), "--fold", "0", "--out", str(out),
                  "--device", "cpu", "--no-progress", *sets]) == 0
     export = out / "fold_0" / "export"
-    assert (export / f"{name}.json").is_file() and (out / "splits.json").is_file()
-    assert main(["evaluate", "--model-dir", str(export), "--data", str(phantom_sets["prostate"]), "--fold", "0",
-                 "--splits-dir", str(out), "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
-    lines = (tmp_path / "eval" / "per_case.csv").read_text().splitlines()
-    assert lines[0].startswith("case,class,name,dice,iou,voe,rvd,hd95,assd") and len(lines) == 2
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["cases"] == 1 and "prostate" in summary["classes"]
+    card_path, weights_path = export / f"{name}.json", export / f"{name}.safetensors"
+    assert card_path.is_file() and (out / "splits.json").is_file()
+    val_cases = json.loads((out / "splits.json").read_text())[0]["val"]
+    provenance = json.loads(card_path.read_text())["weights"]["provenance"]
+    assert provenance["val_cases"] == val_cases and provenance["fold"] == 0
+    assert provenance["validation"]["main"]["metrics"]["dice"] is not None
+
+    store = tmp_path / "store"
+    assert medseg(["--model-dir", str(store), "install-weights", "--card", str(card_path), str(weights_path)]) == 0
+    image = data / "imagesTr" / f"{val_cases[0]}.nii.gz"
+    assert medseg(["--model-dir", str(store), "segment", str(image), "--model", name, "--device", "cpu",
+                   "--output-dir", str(tmp_path / "seg"), "--maps", "none"]) == 0
+    assert any((tmp_path / "seg").rglob("result.json"))
+
+    # the installed card's preprocessing reproduces, bit for bit, the arrays the run trained on
+    installed = ModelStore(store).card(name)
+    case = load_dataset(data).case(val_cases[0])
+    cached = load_volumes([case], installed.preprocessing, out / "cache", write=False)[0]
+    assert (out / "cache" / spec_hash(installed.preprocessing) / f"{case.case_id}.npz").is_file()
+    np.testing.assert_array_equal(cached.image, preprocess(read_image(case), installed.preprocessing)[0])
+
+    # evaluate: with the experiment's splits.json, and from the card's provenance alone
+    for extra, target in ((["--splits-dir", str(out)], "eval"), ([], "eval_prov")):
+        assert main(["evaluate", "--model-dir", str(export), "--data", str(data), "--fold", "0",
+                     "--out", str(tmp_path / target), "--device", "cpu", *extra]) == 0
+        lines = (tmp_path / target / "per_case.csv").read_text().splitlines()
+        assert lines[0].startswith("case,class,name,dice,iou,voe,rvd,hd95,assd") and len(lines) == 2
+        assert lines[1].split(",")[0] == val_cases[0]
+        summary = json.loads((tmp_path / target / "summary.json").read_text())
+        assert summary["cases"] == 1 and set(summary["classes"]["prostate"]) == {"dice", "iou", "voe", "rvd", "hd95", "assd"}
     assert "dice" in capsys.readouterr().out
+
+
+@pytest.mark.shared_data
+def test_rendered_real_prostate_labels_train_and_export(shared_data, tmp_path) -> None:
+    """T2-like phantoms around real MSD prostate labels (PZ + TZ -> gland) feed the SIP-Net recipe."""
+    from training.phantoms import render_prostate_dataset
+
+    labels = shared_data / "ProstateMSDLabels" / "labelsTr"
+    if not labels.is_dir():
+        pytest.skip(f"{labels} is absent")
+    data = render_prostate_dataset(labels, tmp_path / "rendered", max_cases=2, seed=0)
+    name = "sipnet-prostate-mr"
+    recipe = load_recipe(name, TINY[name][1][:3] + ["card_overrides.preprocessing.target_spacing=[1.25, 1.25, 3.0]",
+                                                    "train.max_steps=2", "train.num_workers=0"])
+    result = fit(recipe, data, "all", tmp_path / "exp", device="cpu", progress=False)
+    assert result.step == 2 and np.isfinite(result.last_loss)
+    card_path, _ = export_fold(recipe, tmp_path / "exp" / "fold_all", tmp_path / "export")
+    assert json.loads(card_path.read_text())["weights"]["provenance"]["label_mapping"] == "prostate_gland"
