@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ADN
@@ -13,13 +16,20 @@ from phantoms import phantom_batch
 
 
 def check_output_contract(net: SegmentationNetwork, spatial: tuple[int, ...], batch: int = 1) -> None:
-    """Shapes of logits, deep supervision and maps; maps in [0, 1]; config round-trips."""
+    """Shapes of logits, deep supervision and maps; maps in [0, 1]; the size rule; no map work unless
+    asked; the config round-trips through JSON to a network that computes the same thing."""
     x = torch.randn(batch, net.in_channels, *spatial)
     net.eval()
     with torch.no_grad():
         out = net(x)
         assert out.logits.shape == (batch, net.num_classes, *spatial)
         assert out.deep_supervision == () and out.maps == {}
+        # size rule (base class): replicate-pad the high end to the divisor, crop every output back
+        padded = F.pad(x, net.padding_for(spatial), mode="replicate")
+        assert all(s % d == 0 for s, d in zip(padded.shape[2:], net.divisors())), tuple(padded.shape)
+        torch.testing.assert_close(net(padded).logits[(..., *(slice(0, s) for s in spatial))], out.logits)
+        # the normal path builds no maps at all (not just drops them afterwards)
+        assert net.forward_padded(padded, return_maps=False).maps == {}
         out_maps = net(x, return_maps=True)
     assert set(out_maps.maps) == set(net.map_names), (sorted(out_maps.maps), net.map_names)
     for name, m in out_maps.maps.items():
@@ -31,9 +41,42 @@ def check_output_contract(net: SegmentationNetwork, spatial: tuple[int, ...], ba
     out_train = net(x)
     for ds in out_train.deep_supervision:
         assert ds.shape == out_train.logits.shape
-    rebuilt = build_network(net.config)
-    assert rebuilt.config == net.config
-    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in net.parameters())
+    check_config_round_trip(net, x)
+
+
+def check_config_round_trip(net: SegmentationNetwork, x: torch.Tensor) -> None:
+    """``config`` survives JSON (what a model card stores) and rebuilds a network that, given the same
+    weights, computes the same logits: no architecture-relevant setting is missing from it."""
+    config = json.loads(json.dumps(net.config))
+    rebuilt = build_network(config)
+    assert type(rebuilt) is type(net) and rebuilt.config == net.config
+    rebuilt.load_state_dict(net.state_dict())
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x).logits, net(x).logits)
+
+
+def layer_output_shapes(net: nn.Module, x: torch.Tensor, **forward_kwargs: object) -> dict[str, list[tuple[int, ...]]]:
+    """Output shape of every named sub-module that runs, one entry per call, in call order, from one
+    forward pass in the network's current mode (pass meta tensors to check a paper-size architecture
+    table without computing anything; a module absent from the result did not run)."""
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    hooks = []
+    for name, module in net.named_modules():
+        if name:
+
+            def record(module: nn.Module, inputs: object, output: object, name: str = name) -> None:
+                first = output[0] if isinstance(output, (tuple, list)) else output
+                shapes.setdefault(name, []).append(tuple(first.shape))
+
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            net(x, **forward_kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
 
 
 def biases_before_batch_norm(net: nn.Module) -> set[str]:
@@ -82,15 +125,20 @@ def check_eval_deterministic(net: SegmentationNetwork, spatial: tuple[int, ...])
 
 
 def check_learns(
-    net: SegmentationNetwork,
+    build: Callable[[], SegmentationNetwork],
     spatial: tuple[int, ...],
     steps: int = 40,
     lr: float = 3e-3,
     batch: int = 2,
     max_ratio: float = 0.2,
 ) -> tuple[float, float]:
-    """Fit a tiny seeded phantom batch; the loss must fall below ``max_ratio`` of its start."""
+    """Fit a tiny seeded phantom batch; the loss must fall below ``max_ratio`` of its start.
+
+    ``build`` makes the network after the seed is set, so its initial weights (and dropout, RSTN's
+    margin jitter) do not depend on which tests ran before.
+    """
     torch.manual_seed(0)
+    net = build()
     x, y = phantom_batch(batch, spatial, net.in_channels, net.num_classes)
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()

@@ -13,6 +13,7 @@ from network_checks import (
     check_every_parameter_gets_gradient,
     check_learns,
     check_output_contract,
+    layer_output_shapes,
 )
 from phantoms import phantom_batch
 
@@ -71,6 +72,21 @@ def test_every_parameter_gets_gradient_with_aux_loss() -> None:
     assert not missing, missing
 
 
+def test_inference_skips_the_residual_heads() -> None:
+    """The context-residual heads feed only the aux loss and the maps: eval without maps never runs them
+    (the ConRes decoder itself still runs, its attention shapes the segmentation, Eq. 6)."""
+    net, x = small(1, 2), torch.randn(1, 1, 8, 16, 16)
+
+    def heads_run(**kwargs: object) -> set[str]:
+        return set(layer_output_shapes(net, x, **kwargs)) & {"res_head", "res_head_x2", "res_head_x4"}
+
+    net.eval()
+    assert heads_run() == set()
+    assert heads_run(return_maps=True) == {"res_head"}
+    net.train()
+    assert heads_run() == {"res_head", "res_head_x2", "res_head_x4"}
+
+
 def test_maps_in_unit_range_and_eval_deterministic() -> None:
     net = small(4, 4)
     check_eval_deterministic(net, (9, 16, 12))  # maps range is checked by check_output_contract
@@ -89,7 +105,7 @@ def test_context_residual_definitions() -> None:
 
 
 def test_learns_tiny_batch() -> None:
-    check_learns(small(1, 2), (8, 16, 16), steps=20)
+    check_learns(lambda: small(1, 2), (8, 16, 16), steps=20)
 
 
 def test_rebuild_from_config_and_bad_arguments() -> None:

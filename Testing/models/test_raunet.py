@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 import torch
 
@@ -20,21 +18,12 @@ from network_checks import (
     check_every_parameter_gets_gradient,
     check_learns,
     check_output_contract,
+    layer_output_shapes,
 )
 
 # Small test configurations: two attention levels (depths 0 and 1), size divisor 8.
 SMALL_2D = dict(base_channels=8, mask_depths=(0, 1))
 SMALL_3D = dict(base_channels=4, mask_depths=(0, 1))
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny networks gain nothing from intra-op threads, and on a shared, oversubscribed CPU two
-    threads made these tests 30-100x slower; restore the session setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 NETS = {
     "2d": (RAUNet2D, SMALL_2D, (20, 27)),  # 20 x 27 is not divisible by 8
     "3d": (RAUNet3D, SMALL_3D, (9, 12, 14)),  # neither is 9 x 12 x 14
@@ -67,6 +56,38 @@ def test_paper_configuration_shapes(cls: type, spatial: tuple[int, ...]) -> None
     assert sorted(out.maps) == ["soft_mask_1", "soft_mask_2", "soft_mask_3", "soft_mask_4"]
     for m in out.maps.values():
         assert m.shape == (1, 1, *spatial) and 0.0 <= float(m.min()) and float(m.max()) <= 1.0
+
+
+#: Tables II (RA-UNet-I, 256^2 input) and III (RA-UNet-II, 224^2 x 32 input) of the paper: rows of the
+#: encoder and decoder with their output (in-plane size, depth (3D only), channels), and the module whose
+#: output it is (a repeated module lists its calls in order). Conv3: 1 sigmoid channel in the paper.
+TABLE_ROWS = [
+    ("Conv1", "stem", 0, 16), ("Pooling", "pool", 1, 16), ("Res1", "encoders.0", 1, 16),
+    ("Pooling", "pool", 2, 16), ("Res2", "encoders.1", 2, 32), ("Pooling", "pool", 3, 32),
+    ("Res3", "encoders.2", 3, 64), ("Pooling", "pool", 4, 64), ("Res4", "encoders.3", 4, 128),
+    ("Pooling", "pool", 5, 128), ("Res5", "bottom.0", 5, 256), ("Res6", "bottom.1", 5, 256),
+    ("Up1", "up", 4, 256), ("Att1 [Res4], depth=0", "attentions.3", 4, 128), ("Res7", "decoders.3", 4, 128),
+    ("Up2", "up", 3, 128), ("Att2 [Res3], depth=1", "attentions.2", 3, 64), ("Res8", "decoders.2", 3, 64),
+    ("Up3", "up", 2, 64), ("Att3 [Res2], depth=2", "attentions.1", 2, 32), ("Res9", "decoders.1", 2, 32),
+    ("Up4", "up", 1, 32), ("Att4 [Res1], depth=3", "attentions.0", 1, 16), ("Res10", "decoders.0", 1, 16),
+    ("Up5", "up", 0, 16), ("Conv2", "fuse", 0, 16), ("Conv3", "head", 0, None),
+]  # (row, module, down-sampling exponent, channels in Table II; Table III has twice the channels)
+
+
+@pytest.mark.parametrize(("cls", "spatial", "width"), [(RAUNet2D, (256, 256), 1), (RAUNet3D, (32, 224, 224), 2)])
+def test_default_networks_reproduce_paper_tables(cls: type, spatial: tuple[int, ...], width: int) -> None:
+    """Every row of Table II (2D) / Table III (3D) at the paper's input size (meta tensors: shapes only)."""
+    with torch.device("meta"):
+        net = cls(num_classes=2).eval()
+        shapes = layer_output_shapes(net, torch.empty(1, 1, *spatial))
+    for row, module, exponent, channels in TABLE_ROWS:
+        expected = (1, 2 if channels is None else width * channels, *(s // 2**exponent for s in spatial))
+        assert shapes[module].pop(0) == expected, (row, module)
+    # soft-mask depth D of Att1..Att4 is 0..3 (Fig. 4b), and each branch bottoms out at the U-Net's 1/32
+    assert [net.attentions[3 - k].mask.depth for k in range(4)] == [0, 1, 2, 3]
+    for k in range(4):
+        deepest = shapes[f"attentions.{k}.mask.down.{net.attentions[k].mask.depth}"]
+        assert deepest == [(1, width * 16 * 2**k, *(s // 32 for s in spatial))], k
 
 
 # Reference trainable counts (authors' Keras code, one sigmoid output; reference notes 3.2):
@@ -123,8 +144,7 @@ def test_eval_deterministic(key: str) -> None:
 
 @pytest.mark.parametrize(("key", "spatial"), [("2d", (32, 32)), ("3d", (16, 16, 16))])
 def test_learns_tiny_phantom_batch(key: str, spatial: tuple[int, ...]) -> None:
-    net, _ = _small(key)
-    check_learns(net, spatial, steps=30)
+    check_learns(lambda: _small(key)[0], spatial, steps=30)
 
 
 def test_registry_builds_both_and_rejects_bad_settings() -> None:

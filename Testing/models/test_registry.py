@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -76,3 +78,17 @@ def test_rstn_accepts_slices_smaller_than_its_bottleneck() -> None:
     with torch.no_grad():
         out = net(torch.randn(2, 3, 10, 12), return_maps=True)
     assert out.logits.shape == (2, 2, 10, 12) and out.maps["saliency"].shape[2:] == (10, 12)
+
+
+@pytest.mark.parametrize("name", network_names())
+def test_every_registered_network_round_trips_through_json_at_its_defaults(name: str) -> None:
+    """What a model card stores: ``{"name": ...}`` alone builds the paper configuration, and its full
+    ``config`` survives JSON and rebuilds the same architecture (meta tensors: no weights allocated)."""
+    with torch.device("meta"):
+        net = build_network({"name": name})
+        config = json.loads(json.dumps(net.config))
+        rebuilt = build_network(config)
+    assert config["name"] == name and rebuilt.config == net.config
+    assert [(n, p.shape) for n, p in rebuilt.named_parameters()] == [(n, p.shape) for n, p in net.named_parameters()]
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        build_network({**config, "not_a_setting": 1})

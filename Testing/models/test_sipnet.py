@@ -12,6 +12,7 @@ from network_checks import (
     check_every_parameter_gets_gradient,
     check_learns,
     check_output_contract,
+    layer_output_shapes,
 )
 
 SMALL = dict(init_filters=8, growth_rate=4, down_layers=(1, 1, 2), up_layers=(1, 1, 1), bottleneck=2)
@@ -46,6 +47,53 @@ def test_default_parameter_count_matches_reference() -> None:
     assert net.config["growth_rate"] == 32 and net.size_divisor == 8
 
 
+#: Table 1 of the paper, "Feature Size" as printed (H x W x D x C) for the 96 x 96 x 16 input, and the
+#: module whose output it is (a repeated module lists its calls in order)
+TABLE1 = [
+    ("Convolution1", "stem", (96, 96, 16, 64)),
+    ("Pooling", "stem_pool", (48, 48, 8, 64)),
+    ("DRB1", "down.0.dense", (48, 48, 8, 192)),
+    ("TransLayer1", "down.0", (48, 48, 8, 128)),
+    ("Pooling", "pool", (24, 24, 4, 128)),
+    ("DRB2", "down.1.dense", (24, 24, 4, 384)),
+    ("TransLayer2", "down.1", (24, 24, 4, 256)),
+    ("Pooling", "pool", (12, 12, 2, 256)),
+    ("DRB3", "down.2.dense", (12, 12, 2, 768)),
+    ("TransLayer3", "down.2", (12, 12, 2, 512)),
+    ("Deconvolution1", "deconvs.0", (24, 24, 4, 256)),
+    ("DRB4", "up.0.dense", (24, 24, 4, 512)),
+    ("TransLayer4", "up.0", (24, 24, 4, 256)),
+    ("Deconvolution2", "deconvs.1", (48, 48, 8, 128)),
+    ("DRB5", "up.1.dense", (48, 48, 8, 256)),
+    ("TransLayer5", "up.1", (48, 48, 8, 128)),
+    ("Deconvolution3", "deconvs.2", (96, 96, 16, 64)),
+    ("DRB6", "up.2.dense", (96, 96, 16, 128)),
+    ("TransLayer6", "up.2", (96, 96, 16, 64)),
+    ("Convolution2", "head", (96, 96, 16, 2)),  # paper: 1 sigmoid channel; ours: 2 softmax logits
+]
+
+
+def test_default_network_reproduces_table1_layer_by_layer() -> None:
+    """Every row of Table 1 at the paper's 16 x 96 x 96 patch (meta tensors: shapes only, no compute)."""
+    with torch.device("meta"):
+        net = SIPNet(in_channels=1, num_classes=2).eval()
+        shapes = layer_output_shapes(net, torch.empty(1, 1, 16, 96, 96))
+    calls = {name: list(found) for name, found in shapes.items()}
+    for row, module, (h, w, d, c) in TABLE1:
+        assert calls[module], (row, module)
+        assert calls[module].pop(0) == (1, c, d, h, w), (row, module)
+    assert len(shapes["attention"]) == 3  # three attention-focused modules on the long connections
+
+
+def test_deep_supervision_heads_run_in_training_only() -> None:
+    net, x = small_net(), torch.randn(1, 1, 16, 16, 16)
+    assert not any(name.startswith("side_heads") for name in layer_output_shapes(net.eval(), x))
+    ran = layer_output_shapes(net.train(), x)
+    assert [name for name in ran if name.count(".") == 1 and name.startswith("side_heads")] == [
+        "side_heads.0", "side_heads.1", "side_heads.2"
+    ]
+
+
 def test_every_parameter_gets_gradient() -> None:
     check_every_parameter_gets_gradient(small_net(), (16, 16, 16))
 
@@ -61,6 +109,5 @@ def test_config_roundtrip_rebuilds_same_architecture() -> None:
 
 
 def test_learns_tiny_phantom_batch() -> None:
-    torch.manual_seed(0)
     # summed main + 3 side losses; measured 3.54 -> 0.40 (ratio 0.11; the check asks for < 0.2)
-    check_learns(small_net(dropout=0.0), (16, 16, 16), steps=40, lr=1e-2)
+    check_learns(lambda: small_net(dropout=0.0), (16, 16, 16), steps=40, lr=1e-2)

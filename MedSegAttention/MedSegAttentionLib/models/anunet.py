@@ -73,6 +73,8 @@ class ANUNet(SegmentationNetwork):
     * *Up-sampling* is one transposed convolution per level shared by all nodes of that level, as in
       the code (UNet++ has one per node). Table 6 decides it: one per node would add 0.22 M (2.5 %).
     * *Gate width* F_int = max(c_i // 2, c_0): 32, 32, 64, 128 for the default filters, as in the code.
+    * *Convolution block* Phi (Eq. 4) is not detailed in the paper; it is the code's (3x3 conv with
+      bias -> BN -> ReLU) x 2, without the dropout UNet++ uses (the code defines none in use either).
     * *Heads and sigmoid.* The paper's heads are 1x1 conv + sigmoid on X(0,1..4) (Sec. 3.4). Each of
       our heads is a 1x1 conv to ``num_classes - 1`` channels ``z`` and the logits are ``[0, z]``
       (background logit fixed at 0). For two classes ``softmax([0, z])[1] = sigmoid(z)``, so this is
@@ -94,6 +96,11 @@ class ANUNet(SegmentationNetwork):
     the X(0,level) head only. Parameters, trainable: L1 103,812; L2 513,354; L3 2,191,763 (single
     head, as Table 6 counts the pruned models); L4 8,950,594 with its four heads (8,950,495 with one).
 
+    **Input size.** Inputs are replicate-padded at the high end to a multiple of ``size_divisor``
+    (default ``2**level``, what the ``level`` max-poolings need) and every output is cropped back (the
+    base-class rule). A pruned model keeps the divisor of the model it was pruned from, so it sees the
+    same padded input and its output equals the deeper model's head at *any* input size.
+
     ``spatial_dims=3`` gives the volumetric variant (3D convolutions and pooling; the authors' 3D
     model used filters 8..128, which suits 3D memory better than the 2D default).
     """
@@ -109,7 +116,10 @@ class ANUNet(SegmentationNetwork):
         features: Sequence[int] = (32, 64, 128, 256, 512),
         level: int = 4,
         deep_supervision: bool = True,
+        size_divisor: int | None = None,
     ) -> None:
+        """``size_divisor``: pad inputs to a multiple of this (a multiple of ``2**level``; ``None``:
+        ``2**level``); :meth:`pruned` sets it to the deeper model's."""
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -122,7 +132,9 @@ class ANUNet(SegmentationNetwork):
         self.spatial_dims = spatial_dims
         self.in_channels, self.num_classes = in_channels, num_classes
         self.level, self.deep_supervision = level, deep_supervision
-        self.size_divisor = 2**level
+        if size_divisor is not None and (int(size_divisor) < 1 or int(size_divisor) % 2**level):
+            raise ValueError(f"size_divisor must be a positive multiple of 2**level = {2**level}, got {size_divisor}")
+        self.size_divisor = 2**level if size_divisor is None else int(size_divisor)
         self.map_names = tuple(f"attention_x{i}_{j}" for i, j in _nodes(level))  # type: ignore[misc]
         c = [int(f) for f in features]
         dims = spatial_dims
@@ -152,8 +164,8 @@ class ANUNet(SegmentationNetwork):
 
     # ------------------------------------------------------------------ forward
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
-        """Eq. (4) node by node; every head is returned (1x1 convs, cheap), the base drops the
-        shallower ones in eval mode."""
+        """Eq. (4) node by node; the shallower heads (deep supervision) run in training mode only,
+        the attention coefficients are collected only when asked for."""
         rows: list[list[torch.Tensor]] = []  # rows[i][j] = X(i,j)
         for i in range(self.level + 1):
             rows.append([self.blocks[f"x{i}_0"](x if i == 0 else self.pool(rows[-1][0]))])
@@ -165,8 +177,10 @@ class ANUNet(SegmentationNetwork):
             a, alpha = self.gates[key](u, rows[i][j - 1])
             gated[i].append(a)
             rows[i].append(self.blocks[key](torch.cat([*gated[i], u], dim=1)))
-            maps[f"attention_{key}"] = alpha
-        heads = [self._logits(self.heads[k](rows[0][int(k.split("_")[1])])) for k in self.heads]
+            if return_maps:
+                maps[f"attention_{key}"] = alpha
+        used = list(self.heads) if self.training else [f"x0_{self.level}"]
+        heads = [self._logits(self.heads[k](rows[0][int(k.split("_")[1])])) for k in used]
         return SegmentationOutput(logits=heads[-1], deep_supervision=tuple(heads[:-1]), maps=maps)
 
     @staticmethod
@@ -179,14 +193,15 @@ class ANUNet(SegmentationNetwork):
         """The test-time sub-network L``level`` (Sec. 3.5) with this model's weights, in eval mode.
 
         It keeps only the X(0,level) head (``deep_supervision=False``): the shallower heads play no
-        part in its prediction, and Table 6 counts L1-L3 this way.
+        part in its prediction, and Table 6 counts L1-L3 this way. It keeps this model's
+        ``size_divisor``, so its output equals this model's X(0,level) head at any input size.
         """
         if not 1 <= level <= self.level:
             raise ValueError(f"can prune an L{self.level} model to L1..L{self.level}, not L{level}")
         if not self.deep_supervision and level != self.level:
             raise ValueError("pruning needs the deep-supervision heads (deep_supervision=True)")
         params = {k: v for k, v in self.config.items() if k != "name"}
-        small = ANUNet(**{**params, "level": level, "deep_supervision": False})
+        small = ANUNet(**{**params, "level": level, "deep_supervision": False, "size_divisor": self.size_divisor})
         small.load_state_dict(self.state_dict())
         return small.to(next(self.parameters()).device).eval()
 

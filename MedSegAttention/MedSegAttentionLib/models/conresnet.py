@@ -167,6 +167,9 @@ class ConResNet(SegmentationNetwork):
     * The code's residual BCE is applied to raw logits without a sigmoid (a bug); ``aux`` here are
       logits meant for BCE-with-logits.
     * Dropout3d(0.1) before the fusion conv follows the code (the paper does not mention it).
+    * The inner Conv of Eq. 5, applied to the feature context residual G, is a plain 1x1 WS-conv as in
+      the code (the paper's "Conv" is a weighted layer of convolution, GN and ReLU); G is in [0, 1]
+      and the outer Conv of Eq. 5 supplies the normalisation and non-linearity.
     """
 
     name = "conresnet"

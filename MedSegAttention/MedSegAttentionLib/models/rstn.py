@@ -119,6 +119,10 @@ class RSTN(SegmentationNetwork):
     ``deep_supervision = (coarse_logits,)``: the paper's joint loss (eq. 2, lambda = 1/3) weights the
     coarse term 1/3 and the fine term 2/3, which the training loop applies.
 
+    Input size: any slice size. It is replicate-padded at the high end to a multiple of the backbone's
+    down-sampling (``size_divisor``: light U-Net 16, FCN-8s 32) and to at least two such multiples
+    (the light U-Net's instance norm needs a bottleneck wider than one pixel); outputs are cropped back.
+
     Crop source: ``forward(x, crop_mask=...)`` (training: the ground truth, later the coarse prediction
     with the ground truth as fall-back when it is empty, as the authors' stages I/J do; the mask is
     zero-padded like the input); otherwise the coarse prediction thresholded at ``threshold``. The
@@ -211,9 +215,9 @@ class RSTN(SegmentationNetwork):
             probability = foreground_probability(coarse_logits)
         crop_source = side if kind == "crop_mask" else probability
         weights = self.saliency(probability)
-        logits, region = self._fine_stage(x * weights, crop_source)
+        logits, region = self._fine_stage(x * weights, crop_source, with_region=return_maps)
         maps: dict[str, torch.Tensor] = {}
-        if return_maps:
+        if return_maps and region is not None:
             low = weights.amin(dim=(2, 3), keepdim=True)
             high = weights.amax(dim=(2, 3), keepdim=True)
             maps = {
@@ -234,26 +238,31 @@ class RSTN(SegmentationNetwork):
         box = mask_bounding_box(mask, margin, self.threshold)
         return None if box is None else grow_box(box, self.min_crop, tuple(mask.shape[-2:]))
 
-    def _fine_stage(self, weighted: torch.Tensor, crop_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample: crop the weighted image, run the fine net, uncrop; also the 0/1 crop region."""
+    def _fine_stage(
+        self, weighted: torch.Tensor, crop_source: torch.Tensor, with_region: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per sample: crop the weighted image, run the fine net, uncrop; with ``with_region`` also
+        the 0/1 crop region (a map, so not built on the normal path)."""
         frame = (weighted.shape[2], weighted.shape[3])
         fill = torch.full((1, self.num_classes, 1, 1), OUTSIDE_LOGIT, dtype=weighted.dtype, device=weighted.device)
         fill[:, 0] = 0.0
-        logits, regions = [], []
+        logits = []
+        region = None
+        if with_region:
+            region = torch.zeros(weighted.shape[0], 1, *frame, dtype=weighted.dtype, device=weighted.device)
         for b in range(weighted.shape[0]):
             box = self.crop_box(crop_source[b])
-            region = torch.zeros(1, 1, *frame, dtype=weighted.dtype, device=weighted.device)
             if box is None:
                 logits.append(fill.expand(1, -1, *frame))
-            else:
-                patch = crop(weighted[b : b + 1], box)
-                height, width = box.size
-                pads = (0, (-width) % self.fine.divisor, 0, (-height) % self.fine.divisor)
-                out = self.fine(F.pad(patch, pads, mode="replicate") if any(pads) else patch)
-                logits.append(uncrop(out[..., :height, :width], box, frame, fill))
-                crop(region, box).fill_(1.0)
-            regions.append(region)
-        return torch.cat(logits), torch.cat(regions)
+                continue
+            patch = crop(weighted[b : b + 1], box)
+            height, width = box.size
+            pads = (0, (-width) % self.fine.divisor, 0, (-height) % self.fine.divisor)
+            out = self.fine(F.pad(patch, pads, mode="replicate") if any(pads) else patch)
+            logits.append(uncrop(out[..., :height, :width], box, frame, fill))
+            if region is not None:
+                crop(region[b : b + 1], box).fill_(1.0)
+        return torch.cat(logits), region
 
     # ------------------------------------------------------------------ helpers
     def _with_side_input(

@@ -113,20 +113,30 @@ class SIPNet(SegmentationNetwork):
     transitions give k*L = 128, 256, 512 channels, the first two followed by 2x avg-pool (three
     poolings in all, so ``size_divisor`` is 8); three deconvolutions (512 -> 256 -> 128 -> 64), each
     followed by an attention-focused module on the long connection and an up DRB with 8, 4, 2 dense
-    layers; a 1x1 head. Deep supervision: one head on each deconvolution output (Sec. 3.1).
+    layers; a 1x1 head. Deep supervision: one head on each deconvolution output (Sec. 3.1), computed
+    in training mode only.
+
+    Input size: any; a size that is not a multiple of 8 is replicate-padded at the high end and every
+    output cropped back (the base-class rule), so the paper's 16 x 96 x 96 tiles need no padding.
 
     Choices where paper and code differ, or where neither fits this project's contract:
 
     * **Attention module follows the code**: out = D + sigmoid(D) * skip, with the gate computed from
-      the ReLU'd deconvolution output D (the paper only says "sigmoid of the feature map", Eq. 4, and
-      is silent on how the gated skip joins the decoder). The code is the only complete specification
-      and its trained behaviour is what the paper reports. Consequence, kept deliberately: the masks
-      (``attention_1..3``) lie in [0.5, 1), so the gate can halve a skip feature but never close it.
+      the ReLU'd deconvolution output D. The paper (Sec. 3.3, Eq. 4-5) writes the mask as the sigmoid
+      of "the feature map from long connection" H_t(x), multiplies it into unnamed "input feature
+      maps", and never says how the result joins the decoder. Read literally, a mask computed from
+      the skip alone cannot select anything the decoder knows; the code is the only complete
+      specification and its trained behaviour is what the paper reports (Fig. 9 masks).
+      Consequence, kept deliberately: the masks (``attention_1..3``) lie in [0.5, 1), so the gate
+      can halve a skip feature but never close it.
     * **Full-resolution long connection** is the pre-BN output of the first convolution (code).
     * **Down DRB shortcut** is a BN-ReLU-Conv1x1 on the block input; up DRBs use an identity
       shortcut (code; the paper's Fig. 3B only shows "a residual connection"). Down DRBs output
       ``growth_rate * L`` channels (Table 1); up DRB transitions map back to the block's input width
       (the code writes ``growth_rate * L``, which coincides only for k = 32 and breaks otherwise).
+    * **Transition order** is BN-ReLU-Conv1x1 (Sec. 3.1 and the code); Sec. 3.2 words it as "a 1x1
+      convolution layer, a batch-normalization and a ReLU". Pre-activation keeps the residual sum
+      of the DRB free of a trailing ReLU, as in the code.
     * **Output**: ``num_classes`` softmax logits including background instead of the paper's single
       sigmoid channel (project contract). Side heads sit on the deconvolution outputs before the
       attention fusion (code); they return low-resolution logits that the base class upsamples
@@ -220,11 +230,12 @@ class SIPNet(SegmentationNetwork):
                 skips.append(h)
                 h = self.pool(h)
 
-        side_logits: list[torch.Tensor] = []
+        side_logits: list[torch.Tensor] = []  # deep supervision: only computed when it is trained
         maps: dict[str, torch.Tensor] = {}
         for i, (deconv, side_head, block) in enumerate(zip(self.deconvs, self.side_heads, self.up)):
             d = deconv(h)
-            side_logits.append(side_head(d))
+            if self.training:
+                side_logits.append(side_head(d))
             fused, mask = self.attention(d, skips[-1 - i])
             if return_maps:
                 maps[self.map_names[i]] = mask.mean(dim=1, keepdim=True)
