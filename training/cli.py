@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model-dir", help="export folder holding the card and its weights")
     ev.add_argument("--data", required=True)
     ev.add_argument("--fold", type=_fold, default=0)
-    ev.add_argument("--splits-dir", help="experiment folder with splits.json (default: the card's provenance seed)")
+    ev.add_argument("--splits-dir", help="experiment folder with splits.json (default: the validation cases "
+                    "named in the card's provenance, else its split seed)")
     ev.add_argument("--label-mapping", help="preset name (default: the card's provenance)")
     ev.add_argument("--out", help="output folder (default: evaluation/ next to the card)")
     ev.add_argument("--device", default="auto")

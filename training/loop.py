@@ -129,14 +129,17 @@ class _Logger:
                 self.writer.close()
 
 
-def _amp(setting: str, device: torch.device) -> tuple[bool, torch.dtype]:
-    if device.type != "cuda" or setting in (None, "none", "float32", False):
+def _amp(setting: str | None, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast on?, its dtype) for ``train.amp``: mixed precision on CUDA only (CPU runs float32);
+    bf16 falls back to fp16 (with a GradScaler) on GPUs without bf16."""
+    if setting not in (None, False, "none", "float32", "bf16", "fp16"):
+        raise ValueError(f"train.amp must be none, bf16 or fp16, got {setting!r}")
+    if device.type != "cuda" or setting in (None, False, "none", "float32"):
         return False, torch.float32
-    if setting == "fp16":
+    if setting == "bf16" and not torch.cuda.is_bf16_supported():
+        print("note: this GPU has no bfloat16; mixed precision uses float16 with loss scaling", file=sys.stderr)
         return True, torch.float16
-    if setting == "bf16":
-        return True, torch.bfloat16
-    raise ValueError(f"train.amp must be none, bf16 or fp16, got {setting!r}")
+    return True, torch.bfloat16 if setting == "bf16" else torch.float16
 
 
 def _check_input_channels(volumes: list[Volume], recipe: Recipe, in_channels: int) -> None:

@@ -9,7 +9,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.cards import ModelCard
 from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess
 from training.data import load_dataset
 from training.datasets import PatchSampler, StepBatches, Volume, label_box, load_volumes, prepare_volume, spec_hash
@@ -67,6 +66,7 @@ def test_sampling_is_a_function_of_step_and_shards_by_rank(phantom_sets) -> None
     assert torch.equal(torch.cat(halves), x)
 
 
+@pytest.mark.shared_data
 def test_render_prostate_dataset_around_real_labels(shared_data, tmp_path) -> None:
     labels = shared_data / "ProstateMSDLabels" / "labelsTr"
     root = render_prostate_dataset(labels, tmp_path / "rendered", max_cases=2, seed=0)

@@ -88,14 +88,18 @@ def test_tensorboard_logs_when_installed(phantom_sets, tmp_path) -> None:
     assert [e.value for e in events.Scalars("val/dice")] == pytest.approx(dice)
 
 
-def test_mixed_precision_only_on_cuda() -> None:
+def test_mixed_precision_only_on_cuda(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _amp("bf16", cpu) == (False, torch.float32)  # CPU runs in float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert _amp("bf16", cuda) == (True, torch.bfloat16)
     assert _amp("fp16", cuda) == (True, torch.float16)  # with a GradScaler in the loop
     assert _amp("none", cuda) == (False, torch.float32)
-    with pytest.raises(ValueError, match="train.amp"):
-        _amp("int8", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert _amp("bf16", cuda) == (True, torch.float16)  # older GPUs: float16 with loss scaling
+    for device in (cpu, cuda):  # a typo is an error on every device
+        with pytest.raises(ValueError, match="train.amp"):
+            _amp("int8", device)
 
 
 def test_network_input_channels_must_match_the_data(phantom_sets, tmp_path) -> None:
