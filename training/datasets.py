@@ -15,6 +15,7 @@ ranks together draw exactly the global batch of one process.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,9 +76,14 @@ class Volume:
     spacing: tuple[float, ...]
 
 
+def _spec_fields(spec: PreprocessingSpec) -> dict[str, Any]:
+    """Every field of the spec (so a field added to the shared definition is part of the cache key)."""
+    return json.loads(json.dumps(dataclasses.asdict(spec), sort_keys=True, default=dict))
+
+
 def spec_hash(spec: PreprocessingSpec) -> str:
     """Short hash of everything that changes the preprocessed arrays."""
-    key = {"v": CACHE_VERSION, "spacing": spec.target_spacing, "intensity": dict(spec.intensity)}
+    key = {"v": CACHE_VERSION, **_spec_fields(spec)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -106,7 +112,7 @@ def load_volumes(
         folder.mkdir(parents=True, exist_ok=True)
         spec_file = folder / "spec.json"
         if not spec_file.is_file():
-            spec_file.write_text(json.dumps({"target_spacing": spec.target_spacing, "intensity": dict(spec.intensity)}, indent=2))
+            spec_file.write_text(json.dumps(_spec_fields(spec), indent=2))
     volumes = []
     for case in cases:
         path = folder / f"{case.case_id}.npz" if folder is not None else None
