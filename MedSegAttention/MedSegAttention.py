@@ -76,6 +76,7 @@ class MedSegAttentionParameterNode:
     device: Annotated[str, Choice(DEVICES)] = "auto"
     show3D: bool = False
     mapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    mapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = heatmaps.DEFAULT_THRESHOLD
     selectedMap: str = ""
 
 
@@ -193,6 +194,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateLevels()
         if self._result is not None:
             self.logic.setMapOpacity(self._parameterNode.mapOpacity)
+            self.logic.setMapThreshold(self._parameterNode.mapThreshold)
 
     def _selectedModel(self):
         index = self.ui.modelComboBox.currentIndex
@@ -262,6 +264,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._result = run.imported
             self.ui.segmentationShow3DButton.setSegmentationNode(run.imported.segmentation_node)
             self.ui.segmentationShow3DButton.enabled = True
+            self.logic.setMapThreshold(self._parameterNode.mapThreshold)
             self._fillMapComboBox()
             self.ui.statusLabel.text = _("Done.") + ("\n" + "\n".join(warnings) if warnings else "")
         elif run.state is RunState.CANCELLED:
@@ -585,6 +588,10 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
 
     def setMapOpacity(self, opacity: float) -> None:
         heatmaps.set_map_opacity(slicer.mrmlScene, opacity)
+
+    def setMapThreshold(self, threshold: float) -> None:
+        """Evidence-map values below ``threshold`` are transparent."""
+        heatmaps.set_map_threshold(slicer.mrmlScene, threshold)
 
 
 class MedSegAttentionTest(ScriptedLoadableModuleTest):

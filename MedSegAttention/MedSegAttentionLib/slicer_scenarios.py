@@ -289,6 +289,13 @@ def scenario_heat_map_switching(scene: "slicer.vtkMRMLScene", workdir: Path) -> 
     heatmaps.set_map_opacity(scene, 0.8)
     if any(abs(view.GetForegroundOpacity() - 0.8) > 1e-9 for view in views):
         raise AssertionError("the opacity slider did not reach every slice view")
+    heatmaps.set_map_threshold(scene, 0.6)
+    for name, node in imported.map_nodes.items():
+        display = node.GetScalarVolumeDisplayNode()
+        if not display.GetApplyThreshold() or abs(display.GetLowerThreshold() - 0.6) > 1e-9:
+            raise AssertionError(f"the 'hide below' slider did not reach map {name}")
+        if (display.GetWindowLevelMin(), display.GetWindowLevelMax()) != (0.0, 1.0):
+            raise AssertionError(f"changing the threshold moved the window of map {name}")
 
 
 def scenario_show_3d(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:

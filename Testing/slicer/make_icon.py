@@ -1,5 +1,7 @@
-"""Draw Icons/MedSegAttention.png (128x128): an axial slice with an Inferno heat map and a segment outline.
+"""Draw the 128x128 icon (an axial slice with an Inferno heat map and a segment outline).
 
+It is written twice: the module's icon (MedSegAttention/Resources/Icons, Slicer's module convention)
+and the extension's icon (Resources/Icons, named by EXTENSION_ICONURL in the top-level CMakeLists.txt).
 Run: python Testing/slicer/make_icon.py  (needs numpy and matplotlib).
 """
 
@@ -16,7 +18,12 @@ import numpy as np  # noqa: E402
 SIZE = 128
 
 
-def main() -> Path:
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = (REPO / "MedSegAttention" / "Resources" / "Icons" / "MedSegAttention.png",
+           REPO / "Resources" / "Icons" / "MedSegAttention.png")
+
+
+def main() -> list[Path]:
     y, x = np.mgrid[-1:1:SIZE * 1j, -1:1:SIZE * 1j]
     body = ((x / 0.85) ** 2 + (y / 0.7) ** 2) < 1
     organ = (((x + 0.2) / 0.38) ** 2 + ((y + 0.05) / 0.3) ** 2) < 1
@@ -29,11 +36,11 @@ def main() -> Path:
     ax.imshow(np.ma.masked_less(heat * body, 0.08), cmap="inferno", vmin=0, vmax=1, alpha=0.85)
     ax.contour(organ.astype(float), levels=[0.5], colors=["#3fd16b"], linewidths=1.6)
     ax.set_axis_off()
-    out = Path(__file__).resolve().parents[2] / "MedSegAttention" / "Resources" / "Icons" / "MedSegAttention.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=SIZE, facecolor="black")
+    for out in TARGETS:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=SIZE, facecolor="black")
     plt.close(fig)
-    return out
+    return list(TARGETS)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ def test_widget_slots_exist(tree: ast.Module) -> None:
 
 def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
     fields = _parameter_fields(tree)
-    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "mapOpacity", "selectedMap"}
+    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "mapOpacity", "mapThreshold",
+                      "selectedMap"}
     bound = {}
     for widget in ui.iter("widget"):
         for prop in widget.findall("property"):
@@ -107,7 +108,7 @@ def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
                 bound[prop.findtext("string")] = widget.get("class")
     assert set(bound) <= fields, f"SlicerParameterName without a parameter: {set(bound) - fields}"
     assert bound == {"inputVolume": "qMRMLNodeComboBox", "pruningLevel": "QComboBox", "device": "QComboBox",
-                     "show3D": "QCheckBox", "mapOpacity": "ctkSliderWidget"}
+                     "show3D": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
     widget_cls = _class(tree, "MedSegAttentionWidget")
     used = {node.attr for node in ast.walk(widget_cls) if isinstance(node, ast.Attribute)
             and ast.unparse(node.value) in ("self._parameterNode", "p")}
@@ -151,7 +152,29 @@ def test_extension_cmake_metadata() -> None:
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
     assert "add_subdirectory(MedSegAttention)" in text
-    assert "MedSegAttention/Resources/Icons/MedSegAttention.png" in text
+
+
+RAW_URL = re.compile(r"https://raw\.githubusercontent\.com/[^/\s\"]+/[^/\s\"]+/main/([^\s\"]+)")
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_extension_icon_and_screenshots_exist_in_the_top_level_resources() -> None:
+    text = (REPO / "CMakeLists.txt").read_text()
+    icon = RAW_URL.findall(re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1))
+    shots = RAW_URL.findall(re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1))
+    assert icon == ["Resources/Icons/MedSegAttention.png"] and shots, "icon and screenshots live in Resources/"
+    assert _png_size(REPO / icon[0]) == (128, 128)
+    for shot in shots:
+        path = REPO / shot
+        assert path.is_file(), f"EXTENSION_SCREENSHOTURLS names {shot}, which is not in the repository"
+        width, height = _png_size(path)
+        assert width >= 600 and height >= 400 and path.stat().st_size < 300 * 1024, (shot, width, height)
+        assert shot in (REPO / "README.md").read_text(), f"README does not show {shot}"
 
 
 def test_requirements_leave_slicer_packages_alone() -> None:
@@ -162,7 +185,4 @@ def test_requirements_leave_slicer_packages_alone() -> None:
 
 
 def test_icon_is_a_real_png() -> None:
-    data = (MODULE_DIR / "Resources" / "Icons" / "MedSegAttention.png").read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (128, 128)
+    assert _png_size(MODULE_DIR / "Resources" / "Icons" / "MedSegAttention.png") == (128, 128)

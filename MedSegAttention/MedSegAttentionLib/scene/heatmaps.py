@@ -141,6 +141,14 @@ def show_map_in_slice_views(
             legend.SetVisibility(map_node is not None and node.GetID() == map_node.GetID())
 
 
+def set_map_threshold(scene: "slicer.vtkMRMLScene", threshold: float) -> None:
+    """Hide values below ``threshold`` (transparent in the foreground layer) on every evidence map."""
+    for node in map_nodes_in(scene):
+        display = node.GetScalarVolumeDisplayNode()
+        if display is not None:
+            display.SetThreshold(threshold, 1.0e6)
+
+
 def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:
     """Foreground opacity of every slice view."""
     for composite in _composite_nodes(scene):

@@ -58,6 +58,7 @@ def load_volume(
     display_class = slicer.vtkMRMLLabelMapVolumeDisplayNode if labelmap else slicer.vtkMRMLScalarVolumeDisplayNode
     display = display_class()
     scene.AddNode(display)
+    display.SetDefaultColorMap()  # Grey (Labels for label maps), as Slicer's volumes logic does
     if not labelmap:
         display.AutoWindowLevelOn()
     node.SetAndObserveDisplayNodeID(display.GetID())
