@@ -257,13 +257,15 @@ def scenario_import_result(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
 
 
 def _slice_views(scene: "slicer.vtkMRMLScene", names: tuple[str, ...] = ("Red", "Yellow")) -> list:
-    """Composite nodes of slice views, as the application layout creates them."""
+    """The scene's slice-view composite nodes (inside Slicer: the layout's); a bare scene gets two."""
+    existing = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    if existing.GetNumberOfItems():
+        return [existing.GetItemAsObject(i) for i in range(existing.GetNumberOfItems())]
     composites = []
     for name in names:
         composite = slicer.vtkMRMLSliceCompositeNode()
         composite.SetLayoutName(name)
-        scene.AddNode(composite)
-        composites.append(composite)
+        composites.append(scene.AddNode(composite))  # a singleton: AddNode returns the node in the scene
     return composites
 
 
