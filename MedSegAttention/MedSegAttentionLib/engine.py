@@ -31,6 +31,9 @@ from .store import ModelStore
 from .validation import validate_volume
 
 LEVELS = ("L1", "L2", "L3", "L4")
+# On the CPU a card's (GPU-sized) batch is capped: larger batches spill the caches and run slower per
+# window or slice (2 cores, docs/benchmarks.md: ANU-Net 512x512 slices 1.0 s each in 8s, 0.65 s alone).
+CPU_MAX_BATCH = 2
 
 
 @dataclass
@@ -90,12 +93,14 @@ def segment(
 ) -> SegmentationResult:
     """Run ``card``'s model on ``image``; nothing the caller passed in is modified.
 
-    On CUDA without an explicit ``batch_size`` the windows per batch are chosen so that peak GPU
-    memory stays within ``memory_budget_gib``.
+    Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
+    that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
     """
     timings: dict[str, float] = {}
     ctx = RunContext(device=resolve_device(device), progress=progress, cancel=cancel)
     ctx.batch_size = int(batch_size or card.inference.get("batch_size", 4))
+    if batch_size is None and ctx.device.type == "cpu":
+        ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)
     wanted_maps = select_maps(card, maps)
 
     t0 = time.perf_counter()
@@ -116,6 +121,7 @@ def segment(
     level = prune_for_level(networks, card, level)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick the fastest kernels
+    if ctx.use_channels_last:
         for role, net in networks.items():
             networks[role] = net.to(memory_format=torch.channels_last_3d if net.spatial_dims == 3 else torch.channels_last)
     ctx.report(0.05, "preprocessing")

@@ -81,5 +81,6 @@ class RunContext:
 
     @property
     def use_channels_last(self) -> bool:
-        """channels-last (NDHWC) memory layout: the fast path for cuDNN convolutions on CUDA."""
-        return self.channels_last and self.device.type == "cuda"
+        """channels-last (NDHWC / NHWC) memory layout: the fast path for cuDNN on CUDA and for oneDNN
+        on the CPU (measured on 2 cores: 3D windows 10-45 % faster, see docs/benchmarks.md); not MPS."""
+        return self.channels_last and self.device.type in ("cuda", "cpu")

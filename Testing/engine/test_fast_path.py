@@ -1,0 +1,61 @@
+"""The engine's fast CPU path (channels-last memory layout, capped batch) gives the reference answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from MedSegAttentionLib.engine import CPU_MAX_BATCH, segment
+from MedSegAttentionLib.models import build_network
+from MedSegAttentionLib.runcontext import RunContext
+from MedSegAttentionLib.sliding_window import sliding_window_inference, slicewise_inference
+from model_cards import TINY_ANUNET, TINY_RAUNET_3D, TINY_SIPNET, install_random_model
+from volumes import phantom_volume
+
+
+def _both_layouts(config: dict, run) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    net = build_network(config).eval()
+    reference = run(net, RunContext(batch_size=3, channels_last=False))
+    fmt = torch.channels_last_3d if net.spatial_dims == 3 else torch.channels_last
+    fast_ctx = RunContext(batch_size=2, channels_last=True)
+    assert fast_ctx.use_channels_last
+    fast = run(net.to(memory_format=fmt), fast_ctx)
+    torch.testing.assert_close(fast[0], reference[0], atol=1e-4, rtol=1e-4)
+    assert set(fast[1]) == set(reference[1]) and fast[1]
+    for name in reference[1]:
+        torch.testing.assert_close(fast[1][name], reference[1][name], atol=1e-4, rtol=1e-4)
+
+
+def test_sliding_window_channels_last_equals_the_reference_layout() -> None:
+    volume = torch.randn(1, 20, 40, 36)
+    for config in (TINY_SIPNET, TINY_RAUNET_3D):
+        _both_layouts(config, lambda net, ctx: sliding_window_inference(volume, net, (16, 16, 16), ctx, 0.5, with_maps=True))
+
+
+def test_slicewise_channels_last_equals_the_reference_layout() -> None:
+    volume = torch.randn(1, 5, 32, 28)
+    _both_layouts(TINY_ANUNET, lambda net, ctx: slicewise_inference(volume, net, ctx, with_maps=True))
+
+
+def test_cpu_caps_the_cards_batch_unless_the_user_chose_one(tmp_path) -> None:
+    store, model_id, _ = install_random_model(tmp_path / "store")
+    card = store.card(model_id)
+    card.inference["batch_size"] = 8
+    sizes: list[int] = []
+    network = store.load_networks(card)["main"]
+    original = network.forward
+
+    def recording_forward(x, return_maps=False):  # noqa: ANN001, ANN202
+        sizes.append(x.shape[0])
+        return original(x, return_maps=return_maps)
+
+    network.forward = recording_forward
+    volume, _ = phantom_volume(size_zyx=(24, 48, 40))
+    auto = segment(volume, card, store, device="cpu", networks={"main": network})
+    assert max(sizes) == CPU_MAX_BATCH
+    sizes.clear()
+    chosen = segment(volume, card, store, device="cpu", networks={"main": network}, batch_size=5)
+    assert max(sizes) == 5
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(auto.label), sitk.GetArrayFromImage(chosen.label))
