@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--volume", default="ct512", choices=["ct512", "prostate", "ct20", "ct_sm"])
     parser.add_argument("--models", nargs="*", help="catalog ids (default: all)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, help="windows/slices per batch (default: the engine's choice for the device)")
     parser.add_argument("--compare-monai", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -162,7 +162,8 @@ def main() -> None:
         networks = {role: build_network(config) for role, config in card.networks.items()}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)  # warm-up
+        if device.type != "cpu":  # warm-up: cuDNN autotuning, allocator (the CPU needs none worth a whole run)
+            segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)
         start = time.perf_counter()
         result = segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)
         total = time.perf_counter() - start
@@ -179,7 +180,7 @@ def main() -> None:
             flops = flops_per_window(networks["main"], card.input_channels, patch, device) * windows
             row["tflops_effective"] = round(flops / result.timings["inference"] / 1e12, 2)
             if args.compare_monai:
-                row.update(monai_comparison(card, networks, image, device, args.batch_size))
+                row.update(monai_comparison(card, networks, image, device, args.batch_size or 4))
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

@@ -32,7 +32,7 @@ from .validation import validate_volume
 
 LEVELS = ("L1", "L2", "L3", "L4")
 # On the CPU a card's (GPU-sized) batch is capped: larger batches spill the caches and run slower per
-# window or slice (2 cores, docs/benchmarks.md: ANU-Net 512x512 slices 1.0 s each in 8s, 0.65 s alone).
+# window or slice (2 cores, docs/benchmarks.md: ANU-Net 256x256 slices 1.0 s each in batches of 8, 0.65 s alone).
 CPU_MAX_BATCH = 2
 
 
