@@ -16,6 +16,7 @@ import torch
 from MedSegAttentionLib.cards import builtin_cards
 from MedSegAttentionLib.models import build_network
 from MedSegAttentionLib.pipelines import patch_size_zyx
+from MedSegAttentionLib.runcontext import channels_last_format
 
 
 def seconds_per_item(net: torch.nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 2) -> float:
@@ -54,7 +55,7 @@ def main() -> None:
             torch.manual_seed(0)
             net = build_network(config).to(device).eval()
             spatial = patch_size_zyx(card.inference) if net.spatial_dims == 3 else (args.slice, args.slice)
-            layout = torch.channels_last_3d if net.spatial_dims == 3 else torch.channels_last
+            layout = channels_last_format(net.spatial_dims)
             for batch in (int(b) for b in args.batches.split(",")):
                 x = torch.randn(batch, net.in_channels, *spatial, device=device)
                 plain = seconds_per_item(net.to(memory_format=torch.contiguous_format), x.contiguous(), device)

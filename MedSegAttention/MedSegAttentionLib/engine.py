@@ -23,10 +23,11 @@ from .devices import describe_device, resolve_device
 from .errors import InputError, ModelError, OutOfMemory
 from .imageio import geometry, read_image, write_image
 from .models import SegmentationNetwork
-from .pipelines import pipeline_for
+from .pipelines import patch_size_zyx, pipeline_for
 from .postprocessing import keep_largest_component
 from .preprocessing import array_to_image, preprocess, resample_to_reference
-from .runcontext import CancelCheck, ProgressCallback, RunContext
+from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format
+from .sliding_window import choose_batch_size
 from .store import ModelStore
 from .validation import validate_volume
 
@@ -91,7 +92,10 @@ def segment(
     networks: dict[str, SegmentationNetwork] | None = None,
     memory_budget_gib: float = 8.0,
 ) -> SegmentationResult:
-    """Run ``card``'s model on ``image``; nothing the caller passed in is modified.
+    """Run ``card``'s model on ``image``; the image and card the caller passed in are not modified.
+
+    ``networks`` passed in are used in place: moved to the device, set to eval mode and, where
+    ``RunContext.use_channels_last`` holds, converted to channels-last memory layout.
 
     Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
     that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
@@ -123,7 +127,7 @@ def segment(
         torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick the fastest kernels
     if ctx.use_channels_last:
         for role, net in networks.items():
-            networks[role] = net.to(memory_format=torch.channels_last_3d if net.spatial_dims == 3 else torch.channels_last)
+            networks[role] = net.to(memory_format=channels_last_format(net.spatial_dims))
     ctx.report(0.05, "preprocessing")
     array, grid = preprocess(image, card.preprocessing)
     timings["preprocess"] = time.perf_counter() - t0
@@ -165,9 +169,6 @@ def _batch_for_memory(
     networks: dict[str, SegmentationNetwork], card: ModelCard, volume: torch.Tensor, ctx: RunContext, budget_gib: float, with_maps: bool
 ) -> int:
     """3D windows per batch from the memory budget (accumulators for probabilities and maps reserved)."""
-    from .pipelines import patch_size_zyx
-    from .sliding_window import choose_batch_size
-
     role = "main" if "main" in networks else "liver" if "liver" in networks else None
     if role is None or networks[role].spatial_dims != 3:
         return ctx.batch_size

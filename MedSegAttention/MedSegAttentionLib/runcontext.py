@@ -84,3 +84,8 @@ class RunContext:
         """channels-last (NDHWC / NHWC) memory layout: the fast path for cuDNN on CUDA and for oneDNN
         on the CPU (measured on 2 cores: 3D windows 10-45 % faster, see docs/benchmarks.md); not MPS."""
         return self.channels_last and self.device.type in ("cuda", "cpu")
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a 2D (NHWC) or 3D (NDHWC) network and its batches."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import SegmentationNetwork
-from .runcontext import RunContext
+from .runcontext import RunContext, channels_last_format
 
 Prediction = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
@@ -51,7 +51,7 @@ def _predict(
     net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None
 ) -> Prediction:
     if ctx.use_channels_last:
-        batch = batch.contiguous(memory_format=torch.channels_last_3d if batch.ndim == 5 else torch.channels_last)
+        batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
         if guide is None:
             out = net(batch, return_maps=with_maps)

@@ -8,7 +8,7 @@ import torch
 
 from MedSegAttentionLib.engine import CPU_MAX_BATCH, segment
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.runcontext import RunContext
+from MedSegAttentionLib.runcontext import RunContext, channels_last_format
 from MedSegAttentionLib.sliding_window import sliding_window_inference, slicewise_inference
 from model_cards import TINY_ANUNET, TINY_RAUNET_3D, TINY_SIPNET, install_random_model
 from volumes import phantom_volume
@@ -18,7 +18,7 @@ def _both_layouts(config: dict, run) -> None:  # noqa: ANN001
     torch.manual_seed(0)
     net = build_network(config).eval()
     reference = run(net, RunContext(batch_size=3, channels_last=False))
-    fmt = torch.channels_last_3d if net.spatial_dims == 3 else torch.channels_last
+    fmt = channels_last_format(net.spatial_dims)
     fast_ctx = RunContext(batch_size=2, channels_last=True)
     assert fast_ctx.use_channels_last
     fast = run(net.to(memory_format=fmt), fast_ctx)
