@@ -7,6 +7,11 @@ exported under ``<out>/fold_<k>/export/`` once every network of the card is trai
 
 evaluate: ``--card CARD --weights FILE`` or ``--model-dir DIR``, ``--data PATH --fold K
 [--splits-dir DIR] [--out DIR]``: per-case metrics (CSV) and a summary (JSON, printed).
+cv: ``--recipe R --data PATH [--folds 0,1,..] [--time-limit S]``: every fold fitted (resuming), exported
+and evaluated; exit code 3 when the time limit stopped it (run it again to continue).
+report: ``--experiment NAME=runs/<recipe> [...] --out DIR [--montage-data PATH]``: cross-validation
+table, Dice box plot and worst/median/best montage (:mod:`training.report`).
+bundle: ``--model-dir EXPORT``: ship a float16 export in the package (:mod:`training.bundling`).
 Multi-process: ``python -m torch.distributed.run --nproc-per-node N -m training fit ...``.
 """
 
@@ -54,22 +59,64 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-mapping", help="preset name (default: the card's provenance)")
     ev.add_argument("--out", help="output folder (default: evaluation/ next to the card)")
     ev.add_argument("--device", default="auto")
+    cv = sub.add_parser("cv", help="k-fold cross-validation: fit (resumable) and evaluate every fold, print the table")
+    cv.add_argument("--recipe", required=True)
+    cv.add_argument("--data", required=True)
+    cv.add_argument("--out", help="experiment folder (default runs/<recipe>)")
+    cv.add_argument("--folds", help="comma-separated fold indices (default: all of the recipe's folds)")
+    cv.add_argument("--time-limit", type=float, help="seconds for this command; stops with checkpoints (exit 3), "
+                    "the same command continues")
+    cv.add_argument("--max-steps", type=int)
+    cv.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="dtype of the exported weights")
+    cv.add_argument("--device", default="auto")
+    cv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    cv.add_argument("--no-progress", action="store_true")
+    rep = sub.add_parser("report", help="cross-validation table, Dice box plot and case montage from evaluated folds")
+    rep.add_argument("--experiment", action="append", required=True, metavar="NAME=DIR",
+                     help="a model's experiment folder (runs/<recipe>) with evaluated folds; repeat per model")
+    rep.add_argument("--out", required=True, help="folder for cv_table.md, dice_boxplot.png, montage.png")
+    rep.add_argument("--montage-data", help="data set of the first experiment: also draw its worst/median/best case")
+    rep.add_argument("--montage-map", help="evidence map drawn in the montage (default: the card's first)")
+    rep.add_argument("--device", default="auto")
+    bun = sub.add_parser("bundle", help="ship an exported model inside the package (catalog card + weights + reference output)")
+    bun.add_argument("--model-dir", required=True, help="export folder holding the card and its float16 weights")
     sub.add_parser("list", help="list the shipped recipes")
     return parser
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from .distributed import cleanup, init_distributed
-    from .exporting import export_fold, missing_roles
-    from .loop import fit
+def _recipe(args: argparse.Namespace):  # noqa: ANN202
     from .recipes import load_recipe
 
     overrides = list(args.overrides)
     for option, key in (("max_steps", "train.max_steps"), ("stop_after", "train.stop_after"),
                         ("batch_size", "sampling.batch_size"), ("seed", "train.seed"), ("dtype", "export.dtype")):
-        if getattr(args, option) is not None:
+        if getattr(args, option, None) is not None:
             overrides.append(f"{key}={getattr(args, option)}")
-    recipe = load_recipe(args.recipe, overrides)
+    return load_recipe(args.recipe, overrides)
+
+
+def _export(recipe, out: Path, fold: int | str, val_cases: list[str], data: str) -> tuple[Path, Path] | None:  # noqa: ANN001
+    """Export the fold's best weights (with the split in the provenance) once every role is trained."""
+    from .exporting import export_fold, missing_roles
+
+    fold_dir = out / f"fold_{fold}"
+    extra = {"fold": fold, "folds": recipe["data"]["folds"], "split_seed": recipe["data"]["split_seed"],
+             "val_cases": val_cases, "data": str(Path(data).resolve())}
+    exported = export_fold(recipe, fold_dir, dtype=str(recipe["export"]["dtype"]), extra=extra)
+    if exported is None:
+        print(f"export waits for the other stages: train {', '.join(missing_roles(recipe, fold_dir))}")
+    else:
+        card_path, weights_path = exported
+        print(f"exported {card_path} and {weights_path}\n"
+              f"install: medseg install-weights --card {card_path} {weights_path}")
+    return exported
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .distributed import cleanup, init_distributed
+    from .loop import fit
+
+    recipe = _recipe(args)
     out = Path(args.out or Path("runs") / recipe.name)
     stages = recipe.roles if args.stage == "all" else [args.stage] if args.stage else [None]
     results = []
@@ -84,17 +131,8 @@ def _fit(args: argparse.Namespace) -> int:
         for r in results:
             print(f"{recipe.name} [{r.role}] fold {args.fold}: step {r.step}, last loss {r.last_loss:.4f}, "
                   f"best validation Dice {r.best_dice:.4f} ({r.run_dir})")
-        fold_dir = out / f"fold_{args.fold}"
         if not args.no_export and finished:
-            extra = {"fold": args.fold, "folds": recipe["data"]["folds"], "split_seed": recipe["data"]["split_seed"],
-                     "val_cases": results[-1].val_cases, "data": str(Path(args.data).resolve())}
-            exported = export_fold(recipe, fold_dir, dtype=str(recipe["export"]["dtype"]), extra=extra)
-            if exported is None:
-                print(f"export waits for the other stages: train {', '.join(missing_roles(recipe, fold_dir))}")
-            else:
-                card_path, weights_path = exported
-                print(f"exported {card_path} and {weights_path}\n"
-                      f"install: medseg install-weights --card {card_path} {weights_path}")
+            _export(recipe, out, args.fold, results[-1].val_cases, args.data)
     if dist.is_initialized():
         dist.barrier()
         cleanup(init_distributed("cpu"))
@@ -118,6 +156,79 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    """Every fold: fit (resuming), export, evaluate; skips evaluated folds; exit 3 when time ran out."""
+    import time
+
+    from .evaluate import evaluate_model
+    from .loop import fit
+    from .report import collect, cv_table
+
+    recipe = _recipe(args)
+    out = Path(args.out or Path("runs") / recipe.name)
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(int(recipe["data"]["folds"])))
+    deadline = time.monotonic() + args.time_limit if args.time_limit else None
+    trained = False  # the first fit of a command always makes progress (at least one step)
+    for fold in folds:
+        evaluation = out / f"fold_{fold}" / "export" / f"evaluation_fold_{fold}"
+        if (evaluation / "summary.json").is_file():
+            print(f"fold {fold}: already evaluated ({evaluation})")
+            continue
+        for stage in recipe.roles:
+            staged = recipe.for_stage(stage if recipe.staged else None)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0 and trained:
+                print(f"time limit reached before fold {fold} [{stage}]; run the same command again to continue")
+                return 3
+            result = fit(staged, args.data, fold, out, device=args.device, resume=True,
+                         progress=not args.no_progress, time_limit_s=left)
+            trained = True
+            if result.step < int(staged["train"]["max_steps"]):
+                print(f"fold {fold} [{stage}] stopped at step {result.step}; run the same command again to continue")
+                return 3
+        exported = _export(recipe, out, fold, result.val_cases, args.data)
+        if exported is None:
+            return 1
+        evaluate_model(*exported, args.data, fold, evaluation, splits_dir=out, device=args.device)
+        print(f"fold {fold}: evaluated ({evaluation / 'per_case.csv'})")
+    print(cv_table(collect(recipe.name, out)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import collect, cv_table, save_boxplot, save_case_montage
+
+    results = []
+    for item in args.experiment:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            print(f"--experiment takes NAME=DIR, got {item!r}", file=sys.stderr)
+            return 2
+        results.extend(collect(name, folder))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = cv_table(results)
+    (out / "cv_table.md").write_text(table, encoding="utf-8")
+    save_boxplot(results, out / "dice_boxplot.png")
+    print(table)
+    if args.montage_data:
+        first = [r for r in results if r.model == results[0].model]
+        shown = save_case_montage(first, args.montage_data, out / "montage.png", args.device, args.montage_map)
+        print(f"montage of {', '.join(shown)}: {out / 'montage.png'}")
+    print(f"written: {out / 'cv_table.md'}, {out / 'dice_boxplot.png'}")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from .bundling import bundle_model
+    from .evaluate import find_model
+
+    card, weights, reference = bundle_model(*find_model(args.model_dir))
+    print(f"bundled: {weights} ({weights.stat().st_size / 1e6:.2f} MB)\ncatalog card: {card}\nreference output: {reference}\n"
+          "list the weights file in MedSegAttention/CMakeLists.txt (MODULE_PYTHON_RESOURCES) if it is new")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":
@@ -126,9 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in recipe_names():
             print(f"{name}: roles {', '.join(load_recipe(name).roles)}")
         return 0
-    if args.command == "fit":
-        return _fit(args)
-    return _evaluate(args)
+    commands = {"fit": _fit, "evaluate": _evaluate, "cv": _cv, "report": _report, "bundle": _bundle}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from MedSegAttentionLib.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
 from MedSegAttentionLib.models.rstn import foreground_probability
 from MedSegAttentionLib.preprocessing import PreprocessingSpec
+from MedSegAttentionLib.runcontext import channels_last_format
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import load_dataset
@@ -157,8 +158,12 @@ def _check_input_channels(volumes: list[Volume], recipe: Recipe, in_channels: in
 
 
 def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, device: str = "auto",
-        resume: bool = False, progress: bool = True) -> FitResult:
-    """Train ``recipe``'s role on fold ``fold`` of the data set at ``data``; see the module docstring."""
+        resume: bool = False, progress: bool = True, time_limit_s: float | None = None) -> FitResult:
+    """Train ``recipe``'s role on fold ``fold`` of the data set at ``data``; see the module docstring.
+
+    ``time_limit_s``: stop (with ``last.pt``) at the first step after this many seconds of training,
+    like ``train.stop_after`` but by the clock, so runs fit a machine lent for a few minutes at a time;
+    ``resume`` continues exactly there."""
     if not recipe.staged:
         recipe = recipe.for_stage(None)
     train_cfg = recipe["train"]
@@ -198,6 +203,9 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     torch.manual_seed(seed)
     config = recipe.network_config()
     net = build_network(config).to(dev)
+    # channels-last (NDHWC / NHWC): the fast layout for cuDNN and oneDNN, as in inference (runcontext)
+    layout = channels_last_format(net.spatial_dims) if dev.type in ("cuda", "cpu") else torch.contiguous_format
+    net = net.to(memory_format=layout)
     loss_cfg = dict(recipe["loss"])
     criterion = build_loss(str(loss_cfg.pop("name")), **loss_cfg)
     max_steps = int(train_cfg["max_steps"])
@@ -267,7 +275,7 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     t0 = time.perf_counter()
     for x, y in loader:
         torch.manual_seed(sample_seed(seed, step, 1_000_000 + info.rank))
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x, y = x.to(dev, non_blocking=True).contiguous(memory_format=layout), y.to(dev, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
             output = _forward(model, net, x, y, recipe, step)
@@ -288,9 +296,13 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
                               "epoch": step // steps_per_epoch, "time_s": time.perf_counter() - t0})
         if val_vols and (step % val_every == 0 or step == max_steps):
             run_validation()
-        if info.is_main and (step % ckpt_every == 0 or step == stop):
+        out_of_time = time_limit_s is not None and all_reduce_mean(float(time.perf_counter() - t0 > time_limit_s), info) > 0
+        if info.is_main and (step % ckpt_every == 0 or step == stop or out_of_time):
             checkpoint(last_path)
         barrier(info)
+        if out_of_time and step < stop:
+            bar.write(f"[{role}] time limit of {time_limit_s:.0f} s reached at step {step}; resume with --resume")
+            break
     bar.close()
     if step >= max_steps and info.is_main and not val_vols:  # fold "all": the last weights are the result
         save_checkpoint(best_path, {"model": net.state_dict(), "config": net.config, "step": step,

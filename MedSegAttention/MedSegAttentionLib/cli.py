@@ -120,12 +120,13 @@ def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
     entries = store.catalog()
     if args.json:
         print(json.dumps([{"id": e.card.id, "title": e.card.title, "installed": e.installed, "origin": e.origin,
+                           "bundled": store.is_bundled(e.card),
                            "how_to_install": e.how_to_install, "levels": list(e.card.inference.get("levels") or [])}
                           for e in entries], indent=2))
         return EXIT_OK
     print(f"model store: {store.root}")
     for e in entries:
-        state = "installed" if e.installed else "not installed"
+        state = ("bundled" if store.is_bundled(e.card) else "installed") if e.installed else "not installed"
         print(f"  {e.card.id:28s} {state:14s} {e.card.title}")
         if not e.installed:
             print(f"  {'':28s} -> {e.how_to_install}")

@@ -20,3 +20,9 @@ def default_store_root() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "medsegattention" / "models"
+
+
+def bundled_weights_dir() -> Path:
+    """Weights shipped inside the package (``MedSegAttentionLib/bundled``): cards whose ``weights.bundled``
+    is true run on a fresh install with no download; an installed file of the same name takes precedence."""
+    return Path(__file__).resolve().parent / "bundled"

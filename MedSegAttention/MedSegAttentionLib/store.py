@@ -3,8 +3,10 @@
 Location: the ``root`` argument, else ``$MEDSEG_MODEL_DIR``, else the user's cache directory
 (``~/.cache/medsegattention/models``, ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS).
 Layout: ``cards/<id>.json`` for models installed with their own card (trained here or brought by the
-user), ``weights/<file>.safetensors`` for weights. A catalog card without installed weights is listed
-as "not installed" with the command that installs or trains it.
+user), ``weights/<file>.safetensors`` for weights. A card whose ``weights.bundled`` is true finds its
+weights in the package (``MedSegAttentionLib/bundled``) unless a file of that name is installed in the
+store. A catalog card without weights is listed as "not installed" with the command that installs or
+trains it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from .cards import ModelCard, builtin_cards
 from .errors import ModelError
 from .models import SegmentationNetwork, build_network
-from .paths import default_store_root
+from .paths import bundled_weights_dir, default_store_root
 from .weights import load_weights, sha256_file
 
 ByteProgress = Callable[[int, int], None]
@@ -81,8 +83,19 @@ class ModelStore:
         raise ModelError(f"unknown model {model_id!r}; known models: {known}")
 
     def weights_path(self, card: ModelCard) -> Path | None:
+        """The store's file for the card's weights, else the package's bundled copy (if the card has one)."""
         weights = card.weights
-        return self.weights_dir / weights["file"] if weights else None
+        if not weights:
+            return None
+        installed = self.weights_dir / weights["file"]
+        if installed.is_file() or not weights.get("bundled"):
+            return installed
+        return bundled_weights_dir() / weights["file"]
+
+    def is_bundled(self, card: ModelCard) -> bool:
+        """True when the card runs on the weights shipped in the package (none installed over them)."""
+        path = self.weights_path(card)
+        return bool(path and path.is_file() and path.parent == bundled_weights_dir())
 
     def is_installed(self, card: ModelCard) -> bool:
         path = self.weights_path(card)

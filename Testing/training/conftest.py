@@ -25,6 +25,11 @@ TINY: dict[str, tuple[str, list[str]]] = {
         "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2", "data.label_mapping=prostate_gland",
         "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
     ]),
+    "sipnet-left-atrium-mr-compact": ("prostate", [  # the compact (CPU-trainable) variant of the above
+        "network={init_filters: 8, growth_rate: 4, down_layers: [1, 1, 1], up_layers: [1, 1, 1]}",
+        "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2", "data.label_mapping=prostate_gland",
+        "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
     "conresnet-pancreas-ct": ("pancreas", [
         "network={base_channels: 8, norm_groups: 4, blocks: [1, 1, 1, 1, 1], dropout: 0.0}",
         "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2",

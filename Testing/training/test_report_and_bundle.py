@@ -1,0 +1,128 @@
+"""Cross-validation report and bundling of an export, on two tiny trained folds of a phantom set."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import MedSegAttentionLib.store as store_module
+from conftest import tiny_overrides
+from MedSegAttentionLib.errors import ModelError
+from MedSegAttentionLib.store import ModelStore
+from training import bundling
+from training.cli import main
+from training.evaluate import evaluate_model
+
+NAME = "sipnet-left-atrium-mr-compact"
+
+
+@pytest.fixture(scope="module")
+def two_folds(phantom_sets, tmp_path_factory) -> Path:
+    """fit + evaluate folds 0 and 1 (2 steps each, float16 export) in one experiment folder."""
+    data = phantom_sets["prostate"]
+    out = tmp_path_factory.mktemp("cv") / NAME
+    sets = [f"--set={s}" for s in tiny_overrides(NAME, steps=2)]
+    for fold in (0, 1):
+        assert main(["fit", "--recipe", NAME, "--data", str(data), "--fold", str(fold), "--out", str(out),
+                     "--device", "cpu", "--no-progress", "--dtype", "float16", *sets]) == 0
+        export = out / f"fold_{fold}" / "export"
+        evaluate_model(export / "sipnet-left-atrium-mr.json", export / "sipnet-left-atrium-mr.safetensors", data, fold,
+                       export / f"evaluation_fold_{fold}", device="cpu")
+    return out
+
+
+def _fold_mean(table: Path, metric: str) -> float:
+    with open(table, newline="") as handle:
+        return float(np.mean([float(r[metric]) for r in csv.DictReader(handle)]))
+
+
+def test_report_table_boxplot_and_montage(two_folds, phantom_sets, tmp_path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", f"compact={two_folds}", "--out", str(out),
+                 "--montage-data", str(phantom_sets["prostate"]), "--device", "cpu"]) == 0
+    table = (out / "cv_table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| compact |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["0", "1"]
+    for fold, row in enumerate(rows):  # the table's Dice is the per-case mean of evaluate's CSV
+        csv_path = two_folds / f"fold_{fold}" / "export" / f"evaluation_fold_{fold}" / "per_case.csv"
+        assert float(row.split("|")[4]) == pytest.approx(_fold_mean(csv_path, "dice"), abs=5e-4)
+    assert "mean ± SD over 2 fold(s)" in table and "all cases pooled" in table
+    for png in ("dice_boxplot.png", "montage.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "montage of" in capsys.readouterr().out
+
+
+def test_report_refuses_a_folder_without_evaluations(tmp_path, capsys) -> None:
+    with pytest.raises(FileNotFoundError, match="no evaluated folds"):
+        main(["report", "--experiment", f"x={tmp_path}", "--out", str(tmp_path / "r")])
+    assert main(["report", "--experiment", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_bundle_ships_weights_card_and_reference(two_folds, tmp_path, monkeypatch) -> None:
+    export = two_folds / "fold_0" / "export"
+    package, references = tmp_path / "pkg", tmp_path / "refs"
+    card_path, weights, reference = bundling.bundle_model(export / "sipnet-left-atrium-mr.json",
+                                                          export / "sipnet-left-atrium-mr.safetensors", package, references)
+    card = json.loads(card_path.read_text())
+    exported = json.loads((export / "sipnet-left-atrium-mr.json").read_text())
+    assert card["weights"]["bundled"] is True and card["weights"]["sha256"] == exported["weights"]["sha256"]
+    assert weights.read_bytes() == (export / "sipnet-left-atrium-mr.safetensors").read_bytes()
+    assert not (references / ".bundle-store").exists()
+
+    # an empty store runs the card on the bundled file, verified; an installed file takes precedence
+    monkeypatch.setattr(store_module, "bundled_weights_dir", lambda: package / "bundled")
+    from MedSegAttentionLib.cards import ModelCard
+
+    bundled_card = ModelCard.load(card_path)
+    store = ModelStore(tmp_path / "empty-store")
+    assert store.is_installed(bundled_card) and store.is_bundled(bundled_card)
+    networks = store.load_networks(bundled_card, "cpu")
+    stored = load_file(str(reference))
+    again = bundling.reference_probabilities(networks, stored["input"])
+    torch.testing.assert_close(again["main"], stored["probabilities.main"])
+    store.install_card(card_path, weights)
+    assert store.is_installed(bundled_card) and not store.is_bundled(bundled_card)
+
+    # a bundled file that no longer matches its card is refused with the reason
+    store = ModelStore(tmp_path / "other-store")
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelError, match="does not match its model card"):
+        store.load_networks(bundled_card, "cpu")
+
+
+def test_bundle_refuses_full_precision_and_oversized_weights(two_folds, tmp_path, monkeypatch) -> None:
+    fold_dir = two_folds / "fold_1"
+    from training.exporting import export_fold
+    from training.recipes import load_recipe
+
+    recipe = load_recipe(NAME, tiny_overrides(NAME, steps=2))
+    card_path, weights_path = export_fold(recipe, fold_dir, tmp_path / "fp32", dtype="float32")
+    with pytest.raises(ValueError, match="half precision"):
+        bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
+    monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", 1000)
+    with pytest.raises(ValueError, match="at most"):
+        bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
+    assert not (tmp_path / "pkg").exists() and not (tmp_path / "refs" / ".bundle-store").exists()
+
+
+def test_cv_stops_on_its_time_limit_and_continues_where_it_stopped(phantom_sets, tmp_path, capsys) -> None:
+    data, out = phantom_sets["prostate"], tmp_path / "cv"
+    args = ["cv", "--recipe", NAME, "--data", str(data), "--out", str(out), "--folds", "0,1", "--device", "cpu",
+            "--no-progress", "--dtype", "float16", *[f"--set={s}" for s in tiny_overrides(NAME, steps=3)]]
+    assert main([*args, "--time-limit", "0.001"]) == 3  # one step, then the clock stops it with a checkpoint
+    assert "run the same command again" in capsys.readouterr().out
+    first = [json.loads(line) for line in (out / "fold_0" / "main" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in first) == 1 and (out / "fold_0" / "main" / "last.pt").is_file()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| sipnet-left-atrium-mr-compact | 0 |" in printed and "| sipnet-left-atrium-mr-compact | 1 |" in printed
+    steps = [json.loads(line)["step"] for line in (out / "fold_0" / "main" / "metrics.jsonl").read_text().splitlines()
+             if "train/loss" in line]
+    assert steps == [1, 2, 3]  # resumed at step 1, not restarted
+    assert main(args) == 0 and "fold 0: already evaluated" in capsys.readouterr().out

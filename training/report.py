@@ -1,0 +1,158 @@
+"""Cross-validation report: per-fold and mean Dice / HD95 / ASSD per model, a box plot and a montage.
+
+``python -m training report --experiment NAME=runs/<recipe> [...] --out docs/results`` reads every
+``fold_<k>/export/evaluation_fold_<k>/per_case.csv`` written by ``python -m training evaluate`` (the
+real inference engine on the original grid), and writes
+
+* ``cv_table.md``: one row per model and fold (cases, mean Dice, HD95, ASSD), then the mean and
+  standard deviation over folds, and the mean over all cases;
+* ``dice_boxplot.png``: per-case Dice, one box per model;
+* with ``--montage-data``: ``montage.png``, the worst, median and best case of the first model (by
+  Dice) with its segmentation outline (the label's in white) and an evidence map (``--montage-map``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["FoldResult", "collect", "cv_table", "save_boxplot", "save_case_montage"]
+
+REPORTED = ("dice", "hd95", "assd")
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    model: str
+    fold: int
+    rows: list[dict[str, str]]  # per_case.csv rows
+    export_dir: Path
+
+    def values(self, metric: str) -> list[float]:
+        """Per-case values (mean over classes), undefined ones (NaN) left out."""
+        by_case: dict[str, list[float]] = {}
+        for row in self.rows:
+            value = float(row[metric]) if row[metric] not in ("", None) else math.nan
+            by_case.setdefault(row["case"], []).append(value)
+        means = [float(np.mean(v)) for v in by_case.values()]
+        return [v for v in means if not math.isnan(v)]
+
+    def case_dice(self) -> dict[str, float]:
+        by_case: dict[str, list[float]] = {}
+        for row in self.rows:
+            by_case.setdefault(row["case"], []).append(float(row["dice"]))
+        return {case: float(np.mean(v)) for case, v in by_case.items()}
+
+
+def collect(name: str, experiment: str | Path) -> list[FoldResult]:
+    """Every evaluated fold of one experiment folder (``runs/<recipe>``), sorted by fold."""
+    results = []
+    for table in sorted(Path(experiment).glob("fold_*/export/evaluation_fold_*/per_case.csv")):
+        match = re.fullmatch(r"evaluation_fold_(\d+)", table.parent.name)
+        if not match:
+            continue
+        with open(table, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        results.append(FoldResult(name, int(match.group(1)), rows, table.parent.parent))
+    if not results:
+        raise FileNotFoundError(f"no evaluated folds under {experiment}: run 'python -m training evaluate' per fold")
+    return sorted(results, key=lambda r: r.fold)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def cv_table(results: Sequence[FoldResult]) -> str:
+    """Markdown table: per fold, then mean +- SD over folds and the mean over all cases, per model."""
+    lines = ["| model | fold | cases | Dice | HD95 (mm) | ASSD (mm) |", "| --- | --- | --- | --- | --- | --- |"]
+    models = list(dict.fromkeys(r.model for r in results))
+    for model in models:
+        folds = [r for r in results if r.model == model]
+        for r in folds:
+            cells = [f"{_mean(r.values(m)):.3f}" for m in REPORTED]
+            lines.append(f"| {model} | {r.fold} | {len(r.case_dice())} | " + " | ".join(cells) + " |")
+        fold_means = {m: [_mean(r.values(m)) for r in folds] for m in REPORTED}
+        cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in fold_means.values()]
+        lines.append(f"| **{model}** | mean ± SD over {len(folds)} fold(s) | {sum(len(r.case_dice()) for r in folds)} | "
+                     + " | ".join(cells) + " |")
+        pooled = [f"{_mean([v for r in folds for v in r.values(m)]):.3f}" for m in REPORTED]
+        lines.append(f"| **{model}** | all cases pooled | | " + " | ".join(pooled) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_boxplot(results: Sequence[FoldResult], path: str | Path) -> None:
+    """Per-case Dice, one box per model (all folds' validation cases together)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in results))
+    data = [[v for r in results if r.model == m for v in r.values("dice")] for m in models]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(models), 3.6))
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(models) + 1), models, rotation=15, fontsize=8)
+    ax.set_ylabel("Dice per case (validation folds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+
+
+def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str | Path, device: str = "auto",
+                      map_name: str | None = None) -> list[str]:
+    """Worst, median and best validation case of ``results`` (one model) by Dice: the middle axial
+    slice of the label with the image, the label (white) and predicted (red) outlines and the model's
+    evidence map ``map_name`` (default: the card's first). Returns the case ids shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    from MedSegAttentionLib.engine import segment
+    from MedSegAttentionLib.store import ModelStore
+
+    from .caseio import read_image, read_label
+    from .data import load_dataset
+    from .evaluate import find_model
+
+    by_case = {case: (r, dice) for r in results for case, dice in r.case_dice().items()}
+    ranked = sorted(by_case, key=lambda c: by_case[c][1])
+    chosen = [("worst", ranked[0]), ("median", ranked[len(ranked) // 2]), ("best", ranked[-1])]
+    cases = {c.case_id: c for c in load_dataset(data).cases}
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    for ax, (tag, case_id) in zip(axes, chosen):
+        fold, dice = by_case[case_id]
+        card_path, weights_path = find_model(fold.export_dir)
+        with tempfile.TemporaryDirectory(prefix="medseg-report-") as tmp:
+            store = ModelStore(tmp)
+            card = store.install_card(card_path, weights_path)
+            result = segment(read_image(cases[case_id]), card, store, device=device,
+                             maps=[map_name] if map_name else [card.maps[0]["name"]] if card.maps else False)
+        grey = sitk.GetArrayFromImage(read_image(cases[case_id])).astype(np.float32)
+        gt = sitk.GetArrayFromImage(read_label(cases[case_id])) > 0
+        pred = sitk.GetArrayFromImage(result.label) > 0
+        z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
+        lo, hi = np.percentile(grey, [1, 99])
+        ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
+        if result.maps:
+            heat = next(iter(result.maps.values()))
+            ax.imshow(np.ma.masked_less(sitk.GetArrayFromImage(heat)[z], 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.45)
+        ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
+        ax.contour(pred[z], levels=[0.5], colors="red", linewidths=1.0)
+        ax.set_title(f"{tag}: {case_id} (fold {fold.fold})\nDice {dice:.3f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{results[0].model}: label (white), prediction (red), evidence map (inferno)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+    return [case_id for _, case_id in chosen]
