@@ -35,6 +35,11 @@ TINY: dict[str, tuple[str, list[str]]] = {
         "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2",
         "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.5, 1.5, 2.0]",
     ]),
+    "conresnet-left-atrium-mr": ("prostate", [  # a one-label MR set: the phantom's gland stands in for the atrium
+        "network={base_channels: 8, norm_groups: 4, blocks: [1, 1, 1, 1, 1], dropout: 0.0}",
+        "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2", "data.label_mapping=prostate_gland",
+        "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
     "anunet-liver-ct": ("liver", [
         "network={features: [4, 8, 8, 16, 16]}", "sampling.patch_size=[32, 32, 1]", "sampling.batch_size=2",
     ]),
