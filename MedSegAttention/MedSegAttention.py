@@ -393,9 +393,11 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for model in self._models:
             state = "" if model.get("installed") else _(" (not installed)")
             self.ui.modelComboBox.addItem(model.get("title", model["id"]) + state, model["id"])
-            self.ui.modelsListWidget.addItem(f"{model['id']}: {model.get('title', '')}{state}")
+            shipped = _(" (bundled with the extension)") if model.get("bundled") else ""
+            self.ui.modelsListWidget.addItem(f"{model['id']}: {model.get('title', '')}{state}{shipped}")
         ids = [m["id"] for m in self._models]
-        self.ui.modelComboBox.currentIndex = ids.index(wanted) if wanted in ids else (0 if ids else -1)
+        firstReady = next((i for i, m in enumerate(self._models) if m.get("installed")), 0)
+        self.ui.modelComboBox.currentIndex = ids.index(wanted) if wanted in ids else (firstReady if ids else -1)
         self.ui.modelComboBox.blockSignals(wasBlocked)
         self.onModelChanged(self.ui.modelComboBox.currentIndex)
 
