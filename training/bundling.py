@@ -64,7 +64,8 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     if size > MAX_BUNDLED_BYTES:
         raise ValueError(f"{weights_path.name} is {size / 1e6:.1f} MB; bundled weights must be at most "
                          f"{MAX_BUNDLED_BYTES / 1e6:.0f} MB (export a smaller model or in float16)")
-    scratch = ModelStore(Path(reference_dir or REFERENCE_DIR) / ".bundle-store")
+    references = Path(reference_dir or REFERENCE_DIR)
+    scratch = ModelStore(references / ".bundle-store")
     try:
         card = scratch.install_card(card_path, weights_path)  # verifies the SHA-256 against the card
         if card.weights.get("dtype") == "float32":  # type: ignore[union-attr]
@@ -83,7 +84,7 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     card_target = package / "catalog" / f"{card.id}.json"
     card_target.parent.mkdir(parents=True, exist_ok=True)
     card_target.write_text(bundled_card.to_json(), encoding="utf-8")
-    reference = Path(reference_dir or REFERENCE_DIR) / f"{card.id}.safetensors"
+    reference = references / f"{card.id}.safetensors"
     reference.parent.mkdir(parents=True, exist_ok=True)
     x = reference_input()
     save_file({"input": x, **{f"probabilities.{role}": p for role, p in reference_probabilities(networks, x).items()}},

@@ -35,20 +35,19 @@ class FoldResult:
     rows: list[dict[str, str]]  # per_case.csv rows
     export_dir: Path
 
-    def values(self, metric: str) -> list[float]:
-        """Per-case values (mean over classes), undefined ones (NaN) left out."""
+    def per_case(self, metric: str) -> dict[str, float]:
+        """``{case: value}``, the mean over the case's classes (NaN where undefined)."""
         by_case: dict[str, list[float]] = {}
         for row in self.rows:
-            value = float(row[metric]) if row[metric] not in ("", None) else math.nan
-            by_case.setdefault(row["case"], []).append(value)
-        means = [float(np.mean(v)) for v in by_case.values()]
-        return [v for v in means if not math.isnan(v)]
+            by_case.setdefault(row["case"], []).append(float(row[metric]) if row[metric] not in ("", None) else math.nan)
+        return {case: float(np.mean(v)) for case, v in by_case.items()}
+
+    def values(self, metric: str) -> list[float]:
+        """Per-case values with the undefined ones (NaN) left out."""
+        return [v for v in self.per_case(metric).values() if not math.isnan(v)]
 
     def case_dice(self) -> dict[str, float]:
-        by_case: dict[str, list[float]] = {}
-        for row in self.rows:
-            by_case.setdefault(row["case"], []).append(float(row["dice"]))
-        return {case: float(np.mean(v)) for case, v in by_case.items()}
+        return self.per_case("dice")
 
 
 def collect(name: str, experiment: str | Path) -> list[FoldResult]:
@@ -130,14 +129,15 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
     chosen = [("worst", ranked[0]), ("median", ranked[len(ranked) // 2]), ("best", ranked[-1])]
     cases = {c.case_id: c for c in load_dataset(data).cases}
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    tmp = tempfile.TemporaryDirectory(prefix="medseg-report-")
+    store, installed = ModelStore(tmp.name), {}
     for ax, (tag, case_id) in zip(axes, chosen):
         fold, dice = by_case[case_id]
-        card_path, weights_path = find_model(fold.export_dir)
-        with tempfile.TemporaryDirectory(prefix="medseg-report-") as tmp:
-            store = ModelStore(tmp)
-            card = store.install_card(card_path, weights_path)
-            result = segment(read_image(cases[case_id]), card, store, device=device,
-                             maps=[map_name] if map_name else [card.maps[0]["name"]] if card.maps else False)
+        if fold.export_dir not in installed:  # one install per fold's export, however many cases it shows
+            installed[fold.export_dir] = store.install_card(*find_model(fold.export_dir))
+        card = installed[fold.export_dir]
+        result = segment(read_image(cases[case_id]), card, store, device=device,
+                         maps=[map_name] if map_name else [card.maps[0]["name"]] if card.maps else False)
         grey = sitk.GetArrayFromImage(read_image(cases[case_id])).astype(np.float32)
         gt = sitk.GetArrayFromImage(read_label(cases[case_id])) > 0
         pred = sitk.GetArrayFromImage(result.label) > 0
@@ -155,4 +155,5 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
+    tmp.cleanup()
     return [case_id for _, case_id in chosen]
