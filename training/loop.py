@@ -29,7 +29,7 @@ from MedSegAttentionLib.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
 from MedSegAttentionLib.models.rstn import foreground_probability
 from MedSegAttentionLib.preprocessing import PreprocessingSpec
-from MedSegAttentionLib.runcontext import channels_last_format
+from MedSegAttentionLib.runcontext import channels_last_device, channels_last_format
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import load_dataset
@@ -204,7 +204,7 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     config = recipe.network_config()
     net = build_network(config).to(dev)
     # channels-last (NDHWC / NHWC): the fast layout for cuDNN and oneDNN, as in inference (runcontext)
-    layout = channels_last_format(net.spatial_dims) if dev.type in ("cuda", "cpu") else torch.contiguous_format
+    layout = channels_last_format(net.spatial_dims) if channels_last_device(dev) else torch.contiguous_format
     net = net.to(memory_format=layout)
     loss_cfg = dict(recipe["loss"])
     criterion = build_loss(str(loss_cfg.pop("name")), **loss_cfg)

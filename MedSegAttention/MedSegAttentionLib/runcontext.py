@@ -83,7 +83,12 @@ class RunContext:
     def use_channels_last(self) -> bool:
         """channels-last (NDHWC / NHWC) memory layout: the fast path for cuDNN on CUDA and for oneDNN
         on the CPU (measured on 2 cores: 3D windows 10-45 % faster, see docs/benchmarks.md); not MPS."""
-        return self.channels_last and self.device.type in ("cuda", "cpu")
+        return self.channels_last and channels_last_device(self.device)
+
+
+def channels_last_device(device: torch.device) -> bool:
+    """Devices where channels-last is the faster layout (cuDNN, oneDNN); not MPS."""
+    return device.type in ("cuda", "cpu")
 
 
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
