@@ -26,24 +26,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.transforms import (
-    BorderPadd,
-    Compose,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandRotated,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    RandSpatialCropd,
-    RandZoomd,
-    SpatialPadd,
-)
+from monai.transforms import BorderPadd, Compose, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from MedSegAttentionLib.cascades import VIEWS as VOLUME_VIEWS
 from MedSegAttentionLib.pipelines import patch_size_zyx
-from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess, resample_like
+from MedSegAttentionLib.preprocessing import PreprocessingSpec, intensity_transform, resample_like, resample_to_model_grid
 
+from .augmentation import affine_crop_size, augmentations, fov_pad
 from .caseio import check_case_geometry, read_image, read_label
 from .data import Case
 from .labels import map_labels, resolve_label_mapping
@@ -60,7 +50,7 @@ __all__ = [
     "view_permutation",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: view -> permutation of (z, y, x) that puts the view's slicing axis first: the RSTN inference
 #: pipeline's own definition (for (C, z, y, x) volumes) without its channel axis
 VIEWS = {view: tuple(p - 1 for p in perm[1:]) for view, perm in VOLUME_VIEWS.items()}
@@ -74,6 +64,8 @@ class Volume:
     image: np.ndarray
     label: np.ndarray
     spacing: tuple[float, ...]
+    #: normalised value of a zero voxel per channel: what a larger, zero-filled field of view holds
+    background: tuple[float, ...] = (0.0,)
 
 
 def _spec_fields(spec: PreprocessingSpec) -> dict[str, Any]:
@@ -90,11 +82,14 @@ def spec_hash(spec: PreprocessingSpec) -> str:
 def preprocess_case(case: Case, spec: PreprocessingSpec) -> Volume:
     """Read a case, run the inference preprocessing on the image and put the label on its grid."""
     check_case_geometry(case)
-    array, grid = preprocess(read_image(case), spec)
+    raw, grid = resample_to_model_grid(read_image(case), spec)
+    transforms = [intensity_transform(channel, spec.intensity) for channel in raw]
+    array = np.stack([f(channel) for f, channel in zip(transforms, raw)])
+    background = tuple(float(f(np.zeros(1, np.float32))[0]) for f in transforms)
     on_grid = resample_like(read_label(case), grid, sitk.sitkNearestNeighbor)
     label = np.rint(sitk.GetArrayFromImage(on_grid)).astype(np.int16)
     spacing = tuple(float(s) for s in reversed(grid.GetSpacing()))
-    return Volume(case.case_id, array.astype(np.float32, copy=False), label, spacing)
+    return Volume(case.case_id, array.astype(np.float32, copy=False), label, spacing, background)
 
 
 def _stamp(case: Case) -> list[list[Any]]:
@@ -120,12 +115,14 @@ def load_volumes(
         if path is not None and path.is_file():
             with np.load(path, allow_pickle=False) as npz:
                 if json.loads(str(npz["stamp"])) == stamp:
-                    volumes.append(Volume(case.case_id, npz["image"], npz["label"], tuple(npz["spacing"].tolist())))
+                    volumes.append(Volume(case.case_id, npz["image"], npz["label"], tuple(npz["spacing"].tolist()),
+                                          tuple(npz["background"].tolist())))
                     continue
         volume = preprocess_case(case, spec)
         if path is not None and write:
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, image=volume.image, label=volume.label, spacing=np.asarray(volume.spacing), stamp=json.dumps(stamp))
+            np.savez(tmp, image=volume.image, label=volume.label, spacing=np.asarray(volume.spacing),
+                     background=np.asarray(volume.background), stamp=json.dumps(stamp))
             os.replace(tmp, path)
         volumes.append(volume)
     return volumes
@@ -182,13 +179,14 @@ def sample_seed(seed: int, step: int, index: int) -> int:
 class PatchSampler:
     """Draws one (image, label) training sample per seed with MONAI transforms.
 
-    ``patch`` mode: a 3D window of ``patch_size`` (x, y, z), then flips, in-plane rotation, zoom,
-    intensity scale/shift. ``slice`` mode: one slice of the role's view with ``slice_context``
-    neighbours each side stacked as channels (edge slices replicated, as the slice-wise inference
-    does), cropped to the in-plane patch, then the 2D augmentations. Where the window lies
-    (``sampling.crop``): ``pos_neg`` centres it on foreground or background with odds ``pos:neg``
-    (``RandCropByPosNegLabeld``); ``uniform`` places it uniformly at random (``RandSpatialCropd``),
-    the "random cropping" of SIP-Net (Sec. 4.2) and its code.
+    ``patch`` mode: a 3D window of ``patch_size`` (x, y, z), then the recipe's augmentations
+    (:mod:`training.augmentation`: field-of-view padding before the window is drawn; 3D affine,
+    flips, anisotropic resolution, bias field, gamma, intensity, noise after). ``slice`` mode: one
+    slice of the role's view with ``slice_context`` neighbours each side stacked as channels (edge
+    slices replicated, as the slice-wise inference does), cropped to the in-plane patch, then the 2D
+    augmentations. Where the window lies (``sampling.crop``): ``pos_neg`` centres it on foreground
+    or background with odds ``pos:neg`` (``RandCropByPosNegLabeld``); ``uniform`` places it uniformly
+    at random (``RandSpatialCropd``), the "random cropping" of SIP-Net (Sec. 4.2) and its code.
     """
 
     def __init__(self, volumes: Sequence[Volume], recipe: Mapping[str, Any]) -> None:
@@ -198,14 +196,19 @@ class PatchSampler:
         sampling, aug = recipe["sampling"], recipe["augment"]
         self.mode = sampling["mode"]
         self.arrays = [prepare_volume(v, recipe)[:2] for v in volumes]
+        self.background = [np.asarray(v.background, np.float32).reshape(-1, *([1] * (v.image.ndim - 1)))
+                           for v in volumes]
         self.context = int(sampling.get("slice_context") or 0)
         z, y, x = patch_size_zyx(sampling)
         pos, neg = float(sampling.get("pos", 1.0)), float(sampling.get("neg", 1.0))
         keys = ("image", "label")
+        dims = 3 if self.mode == "patch" else 2
         if self.mode == "patch":
-            size: tuple[int, ...] = (z, y, x)
-            pre = [SpatialPadd(keys, spatial_size=size, mode=("replicate", "constant"))]
+            patch: tuple[int, ...] = (z, y, x)
+            size = affine_crop_size(patch, aug)
+            pre = fov_pad(aug, 3) + [SpatialPadd(keys, spatial_size=size, mode="constant")]
         else:
+            patch = (y, x)
             size = (2 * self.context + 1, y, x)
             pre = [
                 BorderPadd(keys, spatial_border=[self.context, 0, 0], mode=("replicate", "constant")),
@@ -219,21 +222,27 @@ class PatchSampler:
         else:
             raise ValueError(f"sampling.crop must be 'pos_neg' or 'uniform', got {strategy!r}")
         self.crop = Compose(pre)
-        dims = 3 if self.mode == "patch" else 2
-        self.augment = Compose(_augmentations(aug, dims))
+        shifted, intensity = augmentations(aug, dims, patch)
+        self.augment = Compose(shifted)
+        self.intensity = Compose(intensity)
 
     def sample(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(C', *patch) float32 image and (*patch) int64 label for ``seed``."""
         rng = np.random.default_rng(seed)
-        image, label = self.arrays[int(rng.integers(len(self.arrays)))]
-        self.crop.set_random_state(seed=int(rng.integers(2**31)))
-        self.augment.set_random_state(seed=int(rng.integers(2**31)))
-        item = self.crop({"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]})
+        index = int(rng.integers(len(self.arrays)))
+        (image, label), background = self.arrays[index], self.background[index]
+        shifted = image - background if self.mode == "patch" else image  # zero fill = a zero voxel of the scan
+        for transform in (self.crop, self.augment, self.intensity):
+            transform.set_random_state(seed=int(rng.integers(2**31)))
+        item = self.crop({"image": torch.from_numpy(shifted), "label": torch.from_numpy(label)[None]})
         item = item[0] if isinstance(item, list) else item  # RandCropByPosNegLabeld returns a list of samples
         if self.mode == "slice":
             img, lab = item["image"], item["label"]
             item = {"image": img.reshape(-1, *img.shape[2:]), "label": lab[:, self.context]}
         item = self.augment(item)
+        if self.mode == "patch":
+            item["image"] = _plain(item["image"]) + torch.from_numpy(background)
+        item = self.intensity(item)
         img = _plain(item["image"]).float().contiguous()
         lab = _plain(item["label"])[0].round().long().contiguous()
         return img, lab
@@ -242,32 +251,6 @@ class PatchSampler:
 def _plain(x: Any) -> torch.Tensor:
     """A plain tensor (MONAI returns MetaTensors, which DDP and stacking do not need)."""
     return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-
-
-def _augmentations(aug: Mapping[str, Any], dims: int) -> list[Any]:
-    keys = ("image", "label")
-    out: list[Any] = []
-    flip = float(aug.get("flip") or 0.0)
-    if flip > 0:
-        axes = aug.get("flip_axes")
-        axes = list(range(dims)) if axes is None else [a for a in axes if a < dims]
-        out += [RandFlipd(keys, prob=flip, spatial_axis=a) for a in axes]
-    rotate = aug.get("rotate") or {}
-    if float(rotate.get("prob", 0)) > 0 and float(rotate.get("degrees", 0)) > 0:
-        angle = float(np.deg2rad(rotate["degrees"]))
-        out.append(RandRotated(keys, range_x=angle, prob=float(rotate["prob"]), mode=("bilinear", "nearest"), padding_mode="border"))
-    scale = aug.get("scale") or {}
-    if float(scale.get("prob", 0)) > 0 and float(scale.get("range", 0)) > 0:
-        r = float(scale["range"])
-        mode = ("trilinear", "nearest") if dims == 3 else ("bilinear", "nearest")
-        out.append(RandZoomd(keys, prob=float(scale["prob"]), min_zoom=1 - r, max_zoom=1 + r, mode=mode, padding_mode="edge", keep_size=True))
-    intensity = aug.get("intensity") or {}
-    if float(intensity.get("prob", 0)) > 0:
-        if float(intensity.get("scale", 0)) > 0:
-            out.append(RandScaleIntensityd("image", factors=float(intensity["scale"]), prob=float(intensity["prob"])))
-        if float(intensity.get("shift", 0)) > 0:
-            out.append(RandShiftIntensityd("image", offsets=float(intensity["shift"]), prob=float(intensity["prob"])))
-    return out
 
 
 class StepBatches(torch.utils.data.Dataset):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from MedSegAttentionLib.devices import resolve_device
@@ -143,6 +144,21 @@ def _amp(setting: str | None, device: torch.device) -> tuple[bool, torch.dtype]:
     return True, torch.bfloat16 if setting == "bf16" else torch.float16
 
 
+def initialise_from(net: torch.nn.Module, path: str | Path, role: str) -> None:
+    """Warm start: load ``role``'s weights from an exported safetensors file (shapes must match).
+
+    safetensors holds tensors only (nothing is unpickled); float16 exports are cast to the network's dtype.
+    """
+    flat = load_file(str(path))
+    prefix = f"{role}."
+    state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"{path}: no weights for role {role!r} (roles: {sorted({k.split('.')[0] for k in flat})})")
+    own = net.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    net.load_state_dict(state, strict=True)
+
+
 def _check_input_channels(volumes: list[Volume], recipe: Recipe, in_channels: int) -> None:
     """The network's input channels must be the data's channels times the stacked slices."""
     if not volumes:
@@ -217,6 +233,10 @@ def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, devi
     scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
     step, best, last_loss = 0, -math.inf, math.nan
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    if train_cfg.get("init_from") and not (resume and last_path.is_file()):
+        initialise_from(net, train_cfg["init_from"], role)
+        if info.is_main:
+            print(f"initialised {role} from {train_cfg['init_from']}", file=sys.stderr)
     if resume and last_path.is_file():
         state = load_checkpoint(last_path, map_location=dev)
         net.load_state_dict(state["model"])

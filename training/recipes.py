@@ -58,6 +58,14 @@ DEFAULTS: dict[str, Any] = {
         "rotate": {"prob": 0.0, "degrees": 0.0},  # in-plane (axial)
         "scale": {"prob": 0.0, "range": 0.0},  # zoom in [1 - range, 1 + range]
         "intensity": {"prob": 0.0, "scale": 0.0, "shift": 0.0},
+        # 3D, see training.augmentation: rotation about every axis + scaling, zero-filled larger field
+        # of view (voxels x, y, z per side), one-axis low resolution, MR bias field, gamma, noise
+        "affine": {"prob": 0.0, "degrees": 0.0, "scale": 0.0, "crop_margin": 1.5},
+        "fov_pad": {"prob": 0.0, "voxels": [0, 0, 0]},
+        "low_resolution": {"prob": 0.0, "max_factor": 2.0},
+        "bias_field": {"prob": 0.0, "coeff": 0.3},
+        "gamma": {"prob": 0.0, "range": [0.7, 1.5]},
+        "noise": {"prob": 0.0, "std": 0.1},
     },
     "loss": {"name": "dice_ce"},
     "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
@@ -75,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "find_unused_parameters": False,
         "log_every": 10,
+        "init_from": None,  # warm start: an exported .safetensors file with this role's weights
     },
     "validation": {"batch_size": 2, "max_cases": None},
     "export": {"dtype": "float32"},

@@ -30,6 +30,9 @@ class Reporter:
     def emit(self, kind: str, **payload: object) -> None:
         if self.mode == "machine":
             print(f"medseg-{kind} {json.dumps(payload)}", flush=True)
+        elif kind == "info" and self.mode == "bar":
+            self.close()
+            print(payload.get("message"), file=sys.stderr, flush=True)
         elif kind in ("warning", "error"):
             self.close()
             print(f"{kind}: {payload.get('message')}", file=sys.stderr, flush=True)
@@ -79,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, help="windows or slices per batch (default from the model card)")
     seg.add_argument("--montage", dest="montage", action="store_true", default=True, help="write overlay.png (default)")
     seg.add_argument("--no-montage", dest="montage", action="store_false")
+    seg.add_argument("--tta", dest="tta", action="store_true", default=None,
+                     help="test-time mirroring: average the mirrored predictions, add the uncertainty map "
+                          "(default: as the model card says)")
+    seg.add_argument("--no-tta", dest="tta", action="store_false", help="one pass, no mirroring")
     seg.add_argument("--overwrite", action="store_true", help="replace existing result folders")
     seg.add_argument("--progress-format", choices=["bar", "machine", "none"], default="bar")
     return parser
@@ -176,8 +183,11 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
 
         image = read_image(case)
         result = segment(image, card, store, device=device, maps=maps, level=args.level, batch_size=args.batch_size,
-                         progress=progress, cancel=cancel_event.is_set, networks=networks)
+                         progress=progress, cancel=cancel_event.is_set, networks=networks, tta=args.tta)
         result.input_path = str(case.resolve())
+        if result.timings.get("tta_passes"):
+            reporter.emit("info", message=f"test-time mirroring: {int(result.timings['tta_passes'])} passes, "
+                                          f"inference {result.timings['inference']:.1f} s (--no-tta: one pass)")
         for warning in result.warnings:
             reporter.emit("warning", message=warning)
         if cancel_event.is_set():

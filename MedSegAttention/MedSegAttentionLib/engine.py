@@ -29,6 +29,7 @@ from .preprocessing import array_to_image, preprocess, resample_to_reference
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format
 from .sliding_window import choose_batch_size
 from .store import ModelStore
+from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
 from .validation import validate_volume
 
 LEVELS = ("L1", "L2", "L3", "L4")
@@ -91,8 +92,12 @@ def segment(
     cancel: CancelCheck | None = None,
     networks: dict[str, SegmentationNetwork] | None = None,
     memory_budget_gib: float = 8.0,
+    tta: bool | None = None,
 ) -> SegmentationResult:
     """Run ``card``'s model on ``image``; the image and card the caller passed in are not modified.
+
+    ``tta``: test-time mirroring (:mod:`.tta`) over the card's ``inference.mirror_axes``; ``None``
+    takes the card's ``inference.tta`` (off when absent). With it the ``uncertainty`` map exists.
 
     ``networks`` passed in are used in place: moved to the device, set to eval mode and, where
     ``RunContext.use_channels_last`` holds, converted to channels-last memory layout.
@@ -136,8 +141,11 @@ def segment(
     volume = torch.from_numpy(array)
     if batch_size is None and ctx.device.type == "cuda":
         ctx.batch_size = _batch_for_memory(networks, card, volume, ctx, memory_budget_gib, bool(wanted_maps))
-    probabilities, raw_maps = _predict_with_fallback(volume, networks, card, ctx, bool(wanted_maps))
+    mirror_axes = _mirror_axes(card, tta)
+    probabilities, raw_maps = _predict_with_fallback(volume, networks, card, ctx, bool(wanted_maps), mirror_axes)
     timings["inference"] = time.perf_counter() - t0
+    if mirror_axes is not None:
+        timings["tta_passes"] = float(len(mirror_members(mirror_axes)))
 
     t0 = time.perf_counter()
     ctx.report(0.9, "mapping results onto the input grid")
@@ -145,6 +153,10 @@ def segment(
     out_maps: dict[str, sitk.Image] = {}
     for entry in wanted_maps:
         source = entry.get("source", entry["name"])
+        if source == UNCERTAINTY_MAP and source not in raw_maps:
+            if maps is not True:  # asked for by name
+                ctx.warn("the uncertainty map comes from test-time mirroring, which is off (use --tta); skipped")
+            continue
         if source not in raw_maps and level is not None:
             ctx.warn(f"map {entry['name']!r} does not exist in the network pruned to {level}; skipped")
             continue
@@ -177,17 +189,28 @@ def _batch_for_memory(
     return choose_batch_size(networks[role], patch_size_zyx(card.inference), volume.shape[0], ctx, budget_gib, planes * voxels * 4)
 
 
+def _mirror_axes(card: ModelCard, tta: bool | None) -> list[int] | None:
+    """The spatial axes to mirror (test-time augmentation), or None when it is off."""
+    if not (card.inference.get("tta", False) if tta is None else tta):
+        return None
+    return [int(a) for a in card.inference.get("mirror_axes", [0, 1, 2])]
+
+
 def _predict_with_fallback(
     volume: torch.Tensor,
     networks: dict[str, SegmentationNetwork],
     card: ModelCard,
     ctx: RunContext,
     with_maps: bool,
+    mirror_axes: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run the card's pipeline; on GPU out-of-memory halve the window batch, then fall back to CPU."""
+    """Run the card's pipeline (mirrored when ``mirror_axes``); on GPU out-of-memory halve the window
+    batch, then fall back to CPU."""
     pipeline = pipeline_for(card.inference["mode"])
     while True:
         try:
+            if mirror_axes is not None:
+                return predict_mirrored(pipeline, volume, networks, card.inference, ctx.span(0.1, 0.88), with_maps, mirror_axes)
             return pipeline(volume, networks, card.inference, ctx.span(0.1, 0.88), with_maps)
         except torch.OutOfMemoryError:
             if ctx.device.type == "cuda":
@@ -253,7 +276,9 @@ def write_result(result: SegmentationResult, out_dir: str | os.PathLike[str], ov
         if montage and image is not None:
             from .montage import save_montage
 
-            save_montage(image, result.label, next(iter(result.maps.values()), None), staging / "overlay.png")
+            first = next(iter(result.maps), None)
+            save_montage(image, result.label, result.maps.get(first) if first else None, staging / "overlay.png",
+                         heat_title=by_name[first]["title"] if first else "")
         result.timings["write"] = time.perf_counter() - t0
         document = {
             "format_version": 1,

@@ -15,9 +15,11 @@ def _slices_to_show(label: np.ndarray, count: int) -> list[int]:
 
 
 def save_montage(
-    image: sitk.Image, label: sitk.Image, heat_map: sitk.Image | None, path: str | os.PathLike[str], count: int = 6
+    image: sitk.Image, label: sitk.Image, heat_map: sitk.Image | None, path: str | os.PathLike[str], count: int = 6,
+    heat_title: str = "",
 ) -> None:
-    """Write ``count`` axial slices across the segmented extent: grey image, outline, heat map."""
+    """Write ``count`` axial slices across the segmented extent: grey image, outline, heat map, and
+    the heat map's colour bar (0-1) captioned with ``heat_title`` (what its values mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,16 +33,21 @@ def save_montage(
     lo, hi = np.percentile(grey, [1, 99])
     spacing = image.GetSpacing()
     slices = _slices_to_show(labels, count)
-    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.6 if heat is not None else 3.2), squeeze=False)
+    shown = None
     for ax, z in zip(axes[0], slices):
         ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi, aspect=spacing[1] / spacing[0])
         if heat is not None:
-            ax.imshow(np.ma.masked_less(heat[z], 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.5, aspect=spacing[1] / spacing[0])
+            shown = ax.imshow(np.ma.masked_less(heat[z], 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.5, aspect=spacing[1] / spacing[0])
         for value in np.unique(labels[z]):
             if value:
                 ax.contour(labels[z] == value, levels=[0.5], colors=[plt.cm.tab10(int(value) % 10)], linewidths=1.0)
         ax.set_title(f"slice {z}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes[0]), orientation="horizontal", fraction=0.05, pad=0.02, aspect=60)
+        bar.set_label(heat_title or "evidence map (0-1)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     fig.savefig(str(path), dpi=90)
     plt.close(fig)

@@ -9,13 +9,14 @@ Intensity methods (``card["preprocessing"]["intensity"]``):
 * ``{"method": "ct_window", "window": [lo, hi]}``: clip Hounsfield units to the window, scale to [0, 1].
 * ``{"method": "zscore", "nonzero": true}``: subtract mean and divide by standard deviation (computed
   over non-zero voxels when ``nonzero``), the usual MR normalisation.
-* ``{"method": "percentile_zscore", "percentiles": [0.5, 99.5]}``: clip to percentiles, then z-score.
+* ``{"method": "percentile_zscore", "percentiles": [0.5, 99.5]}``: clip to percentiles, then z-score
+  (statistics over non-zero voxels when ``nonzero``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -74,31 +75,48 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def normalise_intensity(array: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:
-    """Apply the card's intensity normalisation to a float array; returns float32."""
+def intensity_transform(array: np.ndarray, intensity: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The card's intensity normalisation with its statistics taken from ``array``, as a function.
+
+    ``normalise_intensity(a, spec) == intensity_transform(a, spec)(a)``; applying the function to
+    ``np.zeros(1)`` gives the normalised value of a zero voxel, which training uses to fill a larger
+    field of view exactly as a scanner's zero padding arrives at inference.
+    """
     method = intensity.get("method")
-    data = array.astype(np.float32, copy=True)
+    data = array.astype(np.float32, copy=False)
     if method == "ct_window":
         lo, hi = (float(v) for v in intensity["window"])
-        np.clip(data, lo, hi, out=data)
-        data -= lo
-        data /= hi - lo
-        return data
+        return lambda a: ((np.clip(a.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
     if method == "percentile_zscore":
-        lo, hi = np.percentile(data, intensity.get("percentiles", [0.5, 99.5]))
-        np.clip(data, lo, hi, out=data)
-        return _zscore(data, data != data.min() if intensity.get("nonzero") else None)
+        values = data[data != 0] if intensity.get("nonzero") and (data != 0).any() else data
+        lo, hi = (float(v) for v in np.percentile(values, intensity.get("percentiles", [0.5, 99.5])))
+        clipped = np.clip(values, lo, hi)
+        mean, std = float(clipped.mean()), max(float(clipped.std()), 1e-8)
+        return lambda a: ((np.clip(a.astype(np.float32), lo, hi) - mean) / std).astype(np.float32)
     if method == "zscore":
-        return _zscore(data, data != 0 if intensity.get("nonzero") else None)
+        values = data[data != 0] if intensity.get("nonzero") and (data != 0).any() else data
+        mean, std = float(values.mean()), max(float(values.std()), 1e-8)
+        return lambda a: ((a.astype(np.float32) - mean) / std).astype(np.float32)
     raise InputError(f"unknown intensity normalisation {method!r} in the model card")
 
 
-def _zscore(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    values = data[mask] if mask is not None and mask.any() else data
-    mean, std = float(values.mean()), float(values.std())
-    data -= mean
-    data /= max(std, 1e-8)
-    return data
+def normalise_intensity(array: np.ndarray, intensity: Mapping[str, Any]) -> np.ndarray:
+    """Apply the card's intensity normalisation to a float array; returns float32.
+
+    ``zscore`` with ``nonzero: true`` takes mean and standard deviation over the non-zero voxels
+    only, so zero padding around the scan (a larger field of view, the corners of an oblique
+    resampling) does not change the normalised tissue values (nnU-Net's "use mask for norm").
+    """
+    return intensity_transform(array, intensity)(array)
+
+
+def resample_to_model_grid(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image]:
+    """The (C, z, y, x) float32 intensities on the model grid (not normalised) and that grid."""
+    grid = model_grid(image, spec.spacing_for(image))
+    float_image = sitk.Cast(image, sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32)
+    resampled = resample_like(float_image, grid, sitk.sitkLinear)
+    array = sitk.GetArrayFromImage(resampled)
+    return (array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)), grid
 
 
 def preprocess(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image]:
@@ -107,11 +125,7 @@ def preprocess(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, 
     Returns the (C, z, y, x) float32 array on the model grid and that grid (an image whose geometry
     the outputs are defined on).
     """
-    grid = model_grid(image, spec.spacing_for(image))
-    float_image = sitk.Cast(image, sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32)
-    resampled = resample_like(float_image, grid, sitk.sitkLinear)
-    array = sitk.GetArrayFromImage(resampled)
-    array = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+    array, grid = resample_to_model_grid(image, spec)
     normalised = np.stack([normalise_intensity(channel, spec.intensity) for channel in array])
     return normalised, grid
 

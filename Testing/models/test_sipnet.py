@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from MedSegAttentionLib.models import build_network, count_parameters
-from MedSegAttentionLib.models.sipnet import SIPNet
+from MedSegAttentionLib.models.sipnet import AttentionFocusedModule, SIPNet
 from network_checks import (
     check_eval_deterministic,
     check_every_parameter_gets_gradient,
@@ -34,7 +34,37 @@ def test_output_contract(in_channels: int, num_classes: int, spatial: tuple[int,
     assert len(out.deep_supervision) == 3  # one side head per deconvolution (Sec. 3.1)
     for m in out.maps.values():
         assert m.shape == (1, 1, *spatial)
-        assert m.min() >= 0.5  # gate = sigmoid(ReLU output), as in the authors' code
+        assert 0.0 <= float(m.min()) and float(m.max()) <= 1.0
+
+
+def test_attention_module_paper_gate_is_the_sigmoid_of_the_long_connection() -> None:
+    """Eq. 4-5: M = sigmoid(H) from the long-connection feature H, values in (0, 1), multiplied into H."""
+    am = AttentionFocusedModule("paper")
+    decoder = torch.relu(torch.randn(1, 3, 4, 4, 4))
+    skip = torch.randn(1, 3, 4, 4, 4)
+    out, share = am(decoder, skip, return_map=True)
+    assert torch.allclose(out, decoder + torch.sigmoid(skip) * skip)
+    # the map: the mask averaged over channels with the long-connection signal |H| as weights
+    expected = (torch.sigmoid(skip) * skip.abs()).sum(1, keepdim=True) / skip.abs().sum(1, keepdim=True)
+    assert torch.allclose(share, expected, atol=1e-6)
+    # it closes where the long connection is strongly negative and opens where it is strongly positive
+    _, closed_share = am(decoder, -10 * torch.ones_like(skip), return_map=True)
+    _, open_share = am(decoder, 10 * torch.ones_like(skip), return_map=True)
+    assert float(closed_share.max()) < 1e-3 and float(open_share.min()) > 0.999
+    assert am(decoder, skip)[1] is None  # no map work unless asked
+
+
+def test_attention_module_code_gate_follows_the_authors_code() -> None:
+    """The authors' code: out = D + sigmoid(D) * skip; its [0.5, 1) gate is reported as 2M - 1 in [0, 1)."""
+    am = AttentionFocusedModule("code")
+    decoder = torch.relu(torch.randn(1, 3, 4, 4, 4))
+    skip = torch.randn(1, 3, 4, 4, 4)
+    out, share = am(decoder, skip, return_map=True)
+    assert torch.allclose(out, decoder + torch.sigmoid(decoder) * skip)
+    _, silent = am(torch.zeros_like(decoder), skip, return_map=True)
+    assert float(silent.abs().max()) < 1e-6  # a silent decoder (gate 0.5) reads as closed, not as a 0.5 wash
+    with pytest.raises(ValueError, match="paper' or 'code"):
+        AttentionFocusedModule("other")
 
 
 def test_default_parameter_count_matches_reference() -> None:

@@ -89,15 +89,43 @@ class _Deconv(nn.Sequential):
 
 
 class AttentionFocusedModule(nn.Module):
-    """Attention-focused module (AM, Sec. 3.3, Eq. 4-5): out = D + sigmoid(D) * skip; returns (out, mask).
+    """Attention-focused module (AM, Sec. 3.3, Eq. 4-5); returns (output, mask, map).
 
-    ``D`` is the (ReLU'd) deconvolution output and ``skip`` the long-connection feature of the same
-    resolution; the sigmoid mask selects what the long connection passes on. Parameter-free.
+    ``gate="paper"`` (default): the mask is the sigmoid of the long-connection feature H_t (Eq. 4-5,
+    values in (0, 1)) and the AM output, the element-wise product of the mask and the long-connection
+    feature it modulates ("AM modulated long connections", Sec. 4.4), joins the decoder feature D:
+    out = D + sigmoid(H) * H.
+
+    ``gate="code"``: the authors' code, out = D + sigmoid(D) * H, with the gate computed from the
+    ReLU'd deconvolution output D, so it lies in [0.5, 1).
+
+    The map is the mask of each voxel averaged over channels *weighted by how much long-connection
+    signal each channel carries there*: sum_c M_c |H_c| / sum_c |H_c|, the share of the
+    long-connection signal the module lets through (0 = closed, 1 = open; a plain channel mean is
+    dominated by silent channels whose mask sits at 0.5 and shows a flat wash). In ``code`` mode the
+    [0.5, 1) gate is first mapped to [0, 1) by 2 M - 1. Parameter-free.
     """
 
-    def forward(self, decoder: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = torch.sigmoid(decoder)
-        return decoder + mask * skip, mask
+    def __init__(self, gate: str = "paper") -> None:
+        super().__init__()
+        if gate not in ("paper", "code"):
+            raise ValueError(f"SIP-Net attention gate must be 'paper' or 'code', got {gate!r}")
+        self.gate = gate
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor, return_map: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.gate == "paper":
+            mask = torch.sigmoid(skip)
+            opening = mask
+        else:
+            mask = torch.sigmoid(decoder)
+            opening = 2.0 * mask - 1.0
+        out = decoder + mask * skip
+        if not return_map:
+            return out, None
+        weight = skip.detach().abs().float()
+        share = (opening.detach().float() * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1e-6)
+        return out, share.clamp(0.0, 1.0)
 
 
 def _head(in_channels: int, num_classes: int, bn: dict[str, float]) -> nn.Sequential:
@@ -121,14 +149,12 @@ class SIPNet(SegmentationNetwork):
 
     Choices where paper and code differ, or where neither fits this project's contract:
 
-    * **Attention module follows the code**: out = D + sigmoid(D) * skip, with the gate computed from
-      the ReLU'd deconvolution output D. The paper (Sec. 3.3, Eq. 4-5) writes the mask as the sigmoid
-      of "the feature map from long connection" H_t(x), multiplies it into unnamed "input feature
-      maps", and never says how the result joins the decoder. Read literally, a mask computed from
-      the skip alone cannot select anything the decoder knows; the code is the only complete
-      specification and its trained behaviour is what the paper reports (Fig. 9 masks).
-      Consequence, kept deliberately: the masks (``attention_1..3``) lie in [0.5, 1), so the gate
-      can halve a skip feature but never close it.
+    * **Attention module**: by default as the paper (Sec. 3.3, Eq. 4-5): the mask is the sigmoid of
+      the long-connection feature H_t(x), values in (0, 1), multiplied into that feature; the
+      modulated long connection is added to the decoder feature as in the code. The paper never
+      says how the AM output joins the decoder; the addition is the code's. ``attention="code"``
+      is the authors' code, out = D + sigmoid(D) * skip, whose gate from the ReLU'd deconvolution
+      output lies in [0.5, 1) and can halve a skip feature but never close it.
     * **Full-resolution long connection** is the pre-BN output of the first convolution (code).
     * **Down DRB shortcut** is a BN-ReLU-Conv1x1 on the block input; up DRBs use an identity
       shortcut (code; the paper's Fig. 3B only shows "a residual connection"). Down DRBs output
@@ -141,8 +167,9 @@ class SIPNet(SegmentationNetwork):
       sigmoid channel (project contract). Side heads sit on the deconvolution outputs before the
       attention fusion (code); they return low-resolution logits that the base class upsamples
       trilinearly, whereas the code upsamples sigmoid probabilities by nearest neighbour.
-    * **Maps**: ``attention_i`` is the channel mean of AM ``i``'s mask (i = 1 coarsest, 1/4
-      resolution; i = 3 full resolution), one channel each, so that maps stay cheap at full size.
+    * **Maps**: ``attention_i`` (i = 1 coarsest, 1/4 resolution; i = 3 full resolution) is AM
+      ``i``'s mask reduced to one channel, weighted by the long-connection signal of each channel
+      (see :class:`AttentionFocusedModule`): the share of that signal the module passes, in [0, 1].
     * **BatchNorm** uses the Keras settings of the code (eps 1e-3, momentum 0.99 = PyTorch 0.01)
       everywhere, except that the code's eps = 0 in the first BN of each dense layer is not copied
       (it divides by zero on a constant channel).
@@ -165,6 +192,7 @@ class SIPNet(SegmentationNetwork):
         bottleneck: width of each dense layer's 1x1 conv, in multiples of k (4).
         dropout: dropout after each dense layer's 3x3 conv (0.3).
         norm_eps, norm_momentum: BatchNorm settings (PyTorch convention).
+        attention: ``"paper"`` (Eq. 4-5, mask from the long connection) or ``"code"`` (authors' code).
     """
 
     name = "sipnet"
@@ -183,6 +211,7 @@ class SIPNet(SegmentationNetwork):
         dropout: float = 0.3,
         norm_eps: float = 1e-3,
         norm_momentum: float = 0.01,
+        attention: str = "paper",
     ) -> None:
         super().__init__()
         if len(down_layers) != 3 or len(up_layers) != 3:
@@ -213,7 +242,7 @@ class SIPNet(SegmentationNetwork):
             self.side_heads.append(_head(skip, num_classes, bn))
             self.up.append(DenseResidualBlock(skip, skip, num_layers, **drb, project_shortcut=False))
             channels = skip
-        self.attention = AttentionFocusedModule()
+        self.attention = AttentionFocusedModule(attention)
         self.head = _head(channels, num_classes, bn)
 
         for m in self.modules():
@@ -236,8 +265,8 @@ class SIPNet(SegmentationNetwork):
             d = deconv(h)
             if self.training:
                 side_logits.append(side_head(d))
-            fused, mask = self.attention(d, skips[-1 - i])
-            if return_maps:
-                maps[self.map_names[i]] = mask.mean(dim=1, keepdim=True)
+            fused, share = self.attention(d, skips[-1 - i], return_map=return_maps)
+            if share is not None:
+                maps[self.map_names[i]] = share
             h = block(fused)
         return SegmentationOutput(self.head(h), deep_supervision=tuple(side_logits), maps=maps)
