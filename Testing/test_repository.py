@@ -44,3 +44,15 @@ def test_no_code_unpickles_files() -> None:
             if ("torch.load(" in line and "weights_only=True" not in line) or re.search(r"\bpickle\.loads?\(", line):
                 offenders.append(f"{name}:{number}")
     assert not offenders, offenders
+
+
+def test_every_input_check_in_the_docs_exists_in_the_code() -> None:
+    """docs/result-format.md's input-check table and the library's messages stay in step."""
+    text = (ROOT / "docs" / "result-format.md").read_text(encoding="utf-8")
+    table = text[text.index("## Input checks"):]
+    fragments = [f for row in table.splitlines() if row.startswith("| ") and not row.startswith("| input")
+                 for f in re.findall(r"`([^`]+)`", row.split(" | ")[-1])]
+    assert len(fragments) >= 20
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "MedSegAttention" / "MedSegAttentionLib").rglob("*.py"))
+    missing = [f for f in fragments if f not in source]
+    assert not missing, f"messages documented but not in the code: {missing}"

@@ -159,9 +159,6 @@ def cmd_install(args: argparse.Namespace, store) -> int:  # noqa: ANN001
 
 
 def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_event: threading.Event) -> int:  # noqa: ANN001
-    from .engine import segment, write_result
-    from .imageio import read_image
-
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     card = store.card(args.model)
@@ -172,31 +169,49 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
     names = [case_name(c) for c in cases]
     if len(set(names)) != len(names):
         raise InputError("two inputs share a case name; give them distinct names or run them separately")
+    failures: list[tuple[str, InputError]] = []
     for index, (case, name) in enumerate(zip(cases, names)):
-        out_dir = Path(args.output_dir) / name
-        if out_dir.exists() and not args.overwrite:
-            raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another --output-dir")
-        share = 1.0 / len(cases)
-
-        def progress(fraction: float, message: str, _i: int = index) -> None:
-            reporter.progress((_i + fraction) * share, f"{name}: {message}" if len(cases) > 1 else message)
-
-        image = read_image(case)
-        result = segment(image, card, store, device=device, maps=maps, level=args.level, batch_size=args.batch_size,
-                         progress=progress, cancel=cancel_event.is_set, networks=networks, tta=args.tta)
-        result.input_path = str(case.resolve())
-        if result.timings.get("tta_passes"):
-            reporter.emit("info", message=f"test-time mirroring: {int(result.timings['tta_passes'])} passes, "
-                                          f"inference {result.timings['inference']:.1f} s (--no-tta: one pass)")
-        for warning in result.warnings:
-            reporter.emit("warning", message=warning)
-        if cancel_event.is_set():
-            from .errors import Cancelled
-
-            raise Cancelled("cancelled by the user; nothing was written")
-        written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage, image=image)
-        reporter.emit("result", output_dir=str(written), result=str(written / "result.json"))
+        try:
+            _segment_case(args, store, card, networks, maps, device, reporter, cancel_event, case, name, index, len(cases))
+        except InputError as exc:  # a bad case: say so, go on with the others (the model itself is fine)
+            if len(cases) == 1:
+                raise
+            failures.append((name, exc))
+            reporter.emit("warning", message=f"{name}: not segmented: {exc}")
+    if failures:
+        listing = "; ".join(f"{name}: {exc}" for name, exc in failures)
+        raise InputError(f"{len(failures)} of {len(cases)} case(s) failed, the other {len(cases) - len(failures)} "
+                         f"were written: {listing}")
     return EXIT_OK
+
+
+def _segment_case(args: argparse.Namespace, store, card, networks, maps, device: str, reporter: Reporter,  # noqa: ANN001
+                  cancel_event: threading.Event, case: Path, name: str, index: int, total: int) -> None:
+    from .engine import segment
+    from .errors import Cancelled
+    from .imageio import read_image
+    from .result_folder import write_result
+
+    out_dir = Path(args.output_dir) / name
+    if out_dir.exists() and not args.overwrite:
+        raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another --output-dir")
+
+    def progress(fraction: float, message: str) -> None:
+        reporter.progress((index + fraction) / total, f"{name}: {message}" if total > 1 else message)
+
+    image = read_image(case)
+    result = segment(image, card, store, device=device, maps=maps, level=args.level, batch_size=args.batch_size,
+                     progress=progress, cancel=cancel_event.is_set, networks=networks, tta=args.tta)
+    result.input_path = str(case.resolve())
+    if result.timings.get("tta_passes"):
+        reporter.emit("info", message=f"test-time mirroring: {int(result.timings['tta_passes'])} passes, "
+                                      f"inference {result.timings['inference']:.1f} s (--no-tta: one pass)")
+    for warning in result.warnings:
+        reporter.emit("warning", message=warning)
+    if cancel_event.is_set():
+        raise Cancelled("cancelled by the user; nothing was written")
+    written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage, image=image)
+    reporter.emit("result", output_dir=str(written), result=str(written / "result.json"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Segment one image with one model card: read, check, preprocess, predict, map back, write.
+"""Segment one image with one model card: read, check, preprocess, predict, map back (writing: result_folder).
 
 Everything here is geometry-preserving: the label map and every evidence map are returned on the
 input's own grid (size, spacing, origin, direction), whatever the model's spacing.
@@ -7,8 +7,6 @@ input's own grid (size, spacing, origin, direction), whatever the model's spacin
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import torch
 from .cards import ModelCard
 from .devices import describe_device, resolve_device
 from .errors import InputError, ModelError, OutOfMemory
-from .imageio import geometry, read_image, write_image
+from .imageio import read_image
 from .models import SegmentationNetwork
 from .pipelines import patch_size_zyx, pipeline_for
 from .postprocessing import keep_largest_component
@@ -251,51 +249,3 @@ def _map_on_input_grid(values: np.ndarray, grid: sitk.Image, reference: sitk.Ima
     image = sitk.GetImageFromArray(on_input.astype(np.float32))
     image.CopyInformation(reference)
     return image
-
-
-def write_result(result: SegmentationResult, out_dir: str | os.PathLike[str], overwrite: bool = False, montage: bool = False, image: sitk.Image | None = None) -> Path:
-    """Write the result folder (docs/result-format.md) atomically: all of it or nothing."""
-    import json
-
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not overwrite:
-        raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        t0 = time.perf_counter()
-        write_image(result.label, staging / "segmentation.nrrd")
-        map_entries = []
-        if result.maps:
-            (staging / "maps").mkdir()
-        by_name = {m["name"]: m for m in result.card.maps}
-        for name, map_image in result.maps.items():
-            write_image(map_image, staging / "maps" / f"{name}.nrrd")
-            entry = by_name[name]
-            map_entries.append({"name": name, "file": f"maps/{name}.nrrd", "title": entry["title"], "kind": entry["kind"]})
-        if montage and image is not None:
-            from .montage import save_montage
-
-            first = next(iter(result.maps), None)
-            save_montage(image, result.label, result.maps.get(first) if first else None, staging / "overlay.png",
-                         heat_title=by_name[first]["title"] if first else "")
-        result.timings["write"] = time.perf_counter() - t0
-        document = {
-            "format_version": 1,
-            "model": {"id": result.card.id, "title": result.card.title, "level": result.level},
-            "input": {"path": result.input_path, **{k: geometry(result.label)[k] for k in ("size", "spacing")}},
-            "segmentation": "segmentation.nrrd",
-            "labels": result.card.labels,
-            "maps": map_entries,
-            "device": result.device,
-            "warnings": result.warnings,
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
-        }
-        (staging / "result.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import SimpleITK as sitk
 
 from .errors import InputError
+from .filechecks import check_dicom_slices, check_nifti, check_nifti_spacing
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -29,26 +32,46 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
             f"unsupported file type: {path.name}; use NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), "
             "MetaImage (.mha/.mhd) or a folder with a DICOM series"
         )
+    header = check_nifti(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
     try:
-        return sitk.ReadImage(str(path))
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read {path}: the file is damaged or not an image ({_first_line(exc)})") from None
+    if header is not None:
+        check_nifti_spacing(header, image, path)
+    return image
+
+
+@contextmanager
+def quiet_itk() -> Iterator[None]:
+    """Keep ITK's multi-line warnings off the terminal: the checks here turn what matters into one-line messages."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []
+    with quiet_itk():
+        series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
     if not series_ids:
         raise InputError(f"no DICOM series found in folder {folder}")
     if len(series_ids) > 1:
-        raise InputError(
-            f"folder {folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); "
-            "point to a folder with one series"
+        listing = "; ".join(
+            f"{sid or '(no series UID)'}: {len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))} file(s)"
+            for sid in series_ids
         )
+        raise InputError(f"folder {folder} holds {len(series_ids)} DICOM series ({listing}); point to a folder with one series")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    check_dicom_slices(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        with quiet_itk():
+            return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"cannot read the DICOM series in {folder} ({_first_line(exc)})") from None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
 
 from .cards import ModelCard, builtin_cards
 from .errors import ModelError
@@ -28,6 +29,31 @@ from .paths import bundled_weights_dir, default_store_root
 from .weights import load_weights, sha256_file
 
 ByteProgress = Callable[[int, int], None]
+
+
+def check_weights_fit(card: ModelCard, weights_file: Path) -> None:
+    """Refuse a file that is not safetensors or whose tensors do not fit the card's networks (names, shapes).
+
+    Reads only the safetensors header; the networks are built on the meta device (no memory, no compute).
+    """
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+        raise ModelError(f"refusing {weights_file.name}: not a safetensors weights file ({str(exc).splitlines()[0]})") from None
+    for role, config in card.networks.items():
+        try:
+            with torch.device("meta"):
+                expected = {f"{role}.{k}": tuple(v.shape) for k, v in build_network(config).state_dict().items()}
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"model card {card.id}: network {role!r}: {exc}") from None
+        found = {k: v for k, v in shapes.items() if k.startswith(f"{role}.")}
+        if found != expected:
+            missing = sorted(set(expected) - set(found))[:3]
+            wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])[:3]
+            raise ModelError(f"refusing {weights_file.name}: its tensors do not fit network {role!r} of {card.id} "
+                             f"(missing {missing or 'none'}, wrong shape {wrong or 'none'}, "
+                             f"unexpected {sorted(set(found) - set(expected))[:3] or 'none'})")
 
 
 @dataclass(frozen=True)
@@ -149,18 +175,33 @@ class ModelStore:
             raise ModelError(f"model card {card.id} lists no weights (file and SHA-256); cannot verify {weights_file.name}")
         if not weights_file.is_file():
             raise ModelError(f"weights file not found: {weights_file}")
+        self._check_weights_name(card)
         actual = sha256_file(weights_file)
         if actual != weights["sha256"]:
             raise ModelError(
                 f"refusing {weights_file.name}: its SHA-256 {actual[:12]}... does not match the card of "
                 f"{card.id} ({weights['sha256'][:12]}...); the file is corrupt, tampered or for another model"
             )
+        check_weights_fit(card, weights_file)
         self.weights_dir.mkdir(parents=True, exist_ok=True)
         target = self.weights_dir / weights["file"]
         if weights_file.resolve() != target.resolve():
             partial = target.with_suffix(".partial")
             shutil.copyfile(weights_file, partial)
             os.replace(partial, target)
+
+    def _check_weights_name(self, card: ModelCard) -> None:
+        """The card's weights file name is a plain ``.safetensors`` name no other model uses."""
+        name = str(card.weights["file"])  # type: ignore[index]
+        if Path(name).name != name or not name.endswith(".safetensors"):
+            raise ModelError(f"model card {card.id}: weights.file must be a plain .safetensors file name, got {name!r}")
+        known = {c.id: c for c in builtin_cards()}
+        known.update({c.id: c for c in self.user_cards()})
+        owners = sorted(other.id for other in known.values()
+                        if other.id != card.id and other.weights and other.weights.get("file") == name)
+        if owners:
+            raise ModelError(f"model card {card.id} names the weights file {name}, which belongs to {', '.join(owners)}; "
+                             "installing it would replace that model's weights. Give the card its own file name")
 
     # ------------------------------------------------------------------ load
     def load_networks(self, card: ModelCard, device: torch.device | str = "cpu") -> dict[str, SegmentationNetwork]:

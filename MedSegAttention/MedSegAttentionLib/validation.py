@@ -46,7 +46,25 @@ def validate_volume(image: sitk.Image, in_channels: int = 1, modality: str | Non
     low, high = float(array.min()), float(array.max())
     if low == high:
         raise InputError(f"input volume is constant (every voxel is {low:g}); nothing to segment")
-    return _modality_warnings(low, high, modality)
+    return _label_map_warnings(array) + _modality_warnings(low, high, modality)
+
+
+#: an image with at most this many distinct (integer) values is most likely a label map
+MAX_LABEL_VALUES = 16
+
+
+def _label_map_warnings(array: np.ndarray) -> list[str]:
+    """A label map given as the image segments into nonsense: warn when the values look like labels."""
+    sample = array.ravel()[:: max(1, array.size // 200_000)]
+    values = np.unique(sample)
+    if values.size > MAX_LABEL_VALUES or not np.all(values == np.round(values)):
+        return []
+    values = np.unique(array)  # confirm on every voxel (only reached for label-like samples)
+    if values.size > MAX_LABEL_VALUES or not np.all(values == np.round(values)):
+        return []
+    shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if values.size > 8 else "")
+    return [f"the input has only {values.size} distinct integer values ({shown}): it looks like a label map or mask, "
+            "not an image; check that you chose the image volume"]
 
 
 def _modality_warnings(low: float, high: float, modality: str | None) -> list[str]:

@@ -57,7 +57,7 @@ def test_reading_missing_damaged_and_unsupported_files(tmp_path) -> None:
         read_image(tmp_path / "missing.nii.gz")
     damaged = tmp_path / "damaged.nii.gz"
     damaged.write_bytes(b"not an image at all")
-    with pytest.raises(InputError, match="damaged or not an image"):
+    with pytest.raises(InputError, match="truncated or damaged"):
         read_image(damaged)
     other = tmp_path / "scan.png"
     other.write_bytes(b"x")

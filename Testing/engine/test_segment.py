@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSegAttentionLib.engine import segment, write_result
+from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.result_folder import write_result
 from MedSegAttentionLib.errors import Cancelled, InputError, ModelError
 from model_cards import install_random_model, tiny_card
 from volumes import phantom_volume
