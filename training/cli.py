@@ -57,8 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--splits-dir", help="experiment folder with splits.json (default: the validation cases "
                     "named in the card's provenance, else its split seed)")
     ev.add_argument("--label-mapping", help="preset name (default: the card's provenance)")
-    ev.add_argument("--out", help="output folder (default: evaluation/ next to the card)")
+    ev.add_argument("--out", help="output folder (default: evaluation_fold_K[_variant][_tta] next to the card)")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--variant", default="original", choices=["original", "padded", "oblique"],
+                    help="deliver each case as stored, with a larger zero-filled field of view, or obliquely "
+                         "resampled with thick slices (training.robustness)")
+    ev.add_argument("--tta", dest="tta", action="store_true", default=None, help="test-time mirroring on")
+    ev.add_argument("--no-tta", dest="tta", action="store_false", help="test-time mirroring off")
     cv = sub.add_parser("cv", help="k-fold cross-validation: fit (resumable) and evaluate every fold, print the table")
     cv.add_argument("--recipe", required=True)
     cv.add_argument("--data", required=True)
@@ -149,8 +154,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print("evaluate needs --card and --weights, or --model-dir", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(card_path).parent / f"evaluation_fold_{args.fold}"
-    summary = evaluate_model(card_path, weights_path, args.data, args.fold, out, args.splits_dir, args.label_mapping, args.device)
+    suffix = ("" if args.variant == "original" else f"_{args.variant}") + {None: "", True: "_tta", False: "_notta"}[args.tta]
+    out = Path(args.out) if args.out else Path(card_path).parent / f"evaluation_fold_{args.fold}{suffix}"
+    summary = evaluate_model(card_path, weights_path, args.data, args.fold, out, args.splits_dir, args.label_mapping,
+                             args.device, args.variant, args.tta)
     print(format_summary(summary))
     print(f"per-case table: {out / 'per_case.csv'}; summary: {out / 'summary.json'}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from .data import Case, load_dataset
 from .exporting import json_safe
 from .labels import map_labels, resolve_label_mapping
 from .metrics import METRICS, case_metrics, summarize
+from .robustness import make_variant
 from .splits import SPLITS_FILE, fold_cases, make_splits, read_splits
 
 __all__ = ["evaluate_cases", "evaluate_model", "find_model"]
@@ -68,30 +70,36 @@ def _cases_for_fold(data: str | Path, fold: int | str, card: ModelCard, splits_d
 
 
 def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], label_mapping: Any = None,
-                   device: str = "auto") -> list[dict[str, Any]]:
-    """Rows ``{"case", "class", "name", metrics...}`` for every case and card label."""
+                   device: str = "auto", variant: str = "original", tta: bool | None = None) -> list[dict[str, Any]]:
+    """Rows ``{"case", "class", "name", metrics..., "seconds"}`` for every case and card label.
+
+    ``variant`` (:mod:`training.robustness`) delivers each case on another grid first; ``tta`` is the
+    engine's test-time mirroring switch (``None``: as the card says).
+    """
     networks = store.load_networks(card, "cpu")
     classes = {label["value"]: label["name"] for label in card.labels}
     rows: list[dict[str, Any]] = []
     for case in cases:
-        result = segment(read_image(case), card, store, device=device, maps=False,
+        image, gt_image = make_variant(variant, read_image(case), read_label(case))
+        t0 = time.perf_counter()
+        result = segment(image, card, store, device=device, maps=False, tta=tta,
                          networks={k: v for k, v in networks.items()})
+        seconds = time.perf_counter() - t0
         pred = sitk.GetArrayFromImage(result.label)
-        gt_image = read_label(case)
         gt = sitk.GetArrayFromImage(gt_image).astype(np.int64)
         if label_mapping:
             gt = map_labels(gt, resolve_label_mapping(label_mapping))
         spacing = tuple(reversed(gt_image.GetSpacing()))
         for value, values in case_metrics(pred, gt, spacing, classes=list(classes)).items():
-            rows.append({"case": case.case_id, "class": value, "name": classes[value], **values})
+            rows.append({"case": case.case_id, "class": value, "name": classes[value], **values, "seconds": seconds})
     return rows
 
 
 def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | Path, fold: int | str,
                    out_dir: str | Path, splits_dir: str | Path | None = None, label_mapping: Any = None,
-                   device: str = "auto") -> dict[str, Any]:
-    """Install the model in a temporary store, evaluate the fold's validation cases, write the table
-    and summary to ``out_dir``; returns the summary."""
+                   device: str = "auto", variant: str = "original", tta: bool | None = None) -> dict[str, Any]:
+    """Install the model in a temporary store, evaluate the fold's validation cases (delivered as
+    ``variant``), write the table and summary to ``out_dir``; returns the summary."""
     card = ModelCard.load(card_path)
     if label_mapping is None:
         label_mapping = ((card.weights or {}).get("provenance") or {}).get("label_mapping")
@@ -101,23 +109,27 @@ def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | 
         cases = _cases_for_fold(data, fold, card, splits_dir)
         if not cases:
             raise ValueError(f"fold {fold!r} has no validation cases")
-        rows = evaluate_cases(card, store, cases, label_mapping, device)
+        rows = evaluate_cases(card, store, cases, label_mapping, device, variant, tta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "per_case.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["case", "class", "name", *METRICS])
+        writer = csv.DictWriter(handle, fieldnames=["case", "class", "name", *METRICS, "seconds"])
         writer.writeheader()
         writer.writerows(rows)
     per_case: dict[str, dict[Any, Mapping[str, float]]] = {}
     for row in rows:
         per_case.setdefault(row["case"], {})[row["name"]] = {m: row[m] for m in METRICS}
-    summary = {"model": card.id, "fold": fold, "cases": len(per_case), "classes": summarize(per_case.values())}
+    seconds = sorted({row["case"]: row["seconds"] for row in rows}.values())
+    summary = {"model": card.id, "fold": fold, "cases": len(per_case), "variant": variant, "tta": tta,
+               "seconds_per_case": {"mean": float(np.mean(seconds)), "median": float(np.median(seconds))},
+               "classes": summarize(per_case.values())}
     (out_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    lines = [f"{summary['model']}, fold {summary['fold']}, {summary['cases']} case(s)"]
+    lines = [f"{summary['model']}, fold {summary['fold']}, {summary['cases']} case(s), "
+             f"variant {summary.get('variant', 'original')}, test-time mirroring {summary.get('tta')}"]
     for name, metrics in summary["classes"].items():
         parts = [f"{m} {v['mean']:.4f}" + (f" ({v['n_nan']} undefined)" if v["n_nan"] else "") for m, v in metrics.items()]
         lines.append(f"  {name}: " + ", ".join(parts))

@@ -125,3 +125,22 @@ def test_empty_label_gets_an_empty_segment_and_unknown_values_warn(tmp_path: Pat
     assert any("[7]" in w for w in imported.warnings)
     assert imported.map_nodes == {}
     assert np.count_nonzero(labels == 1) > 0
+
+
+def test_terminology_string_carries_every_code_of_the_catalog_card(tmp_path: Path) -> None:
+    """The RA-UNet card's tumour label names its anatomic region (liver) with the card's snake_case key;
+    Slicer's serialized entry must hold the region's code, compared with the card, not with our reader."""
+    from MedSegAttentionLib.cards import builtin_cards
+    from MedSegAttentionLib.scene.result import _label
+    from MedSegAttentionLib.scene.segmentation import terminology_entry_string
+
+    card = next(c for c in builtin_cards() if c.id == "raunet-liver-tumour-ct")
+    tumour = next(label for label in card.labels if "anatomic_region" in label.get("terminology", {}))
+    text = terminology_entry_string(_label(tumour, 0))
+    for concept in tumour["terminology"].values():
+        assert f"{concept['scheme']}^{concept['code']}^{concept['meaning']}" in text, text
+    region = tumour["terminology"]["anatomic_region"]
+    parsed = slicer.vtkSlicerTerminologyEntry()
+    assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(text, parsed)
+    assert parsed.GetRegionObject().GetCodeValue() == region["code"]
+    assert parsed.GetTypeObject().GetCodeMeaning() == tumour["terminology"]["type"]["meaning"]

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
+#: model cards (and so result.json) write snake_case terminology keys; Slicer's terminology entry
+#: names them in camelCase (vtkSlicerTerminologyEntry: category, type, typeModifier, anatomicRegion, ...)
+TERMINOLOGY_KEYS = {"type_modifier": "typeModifier", "anatomic_region": "anatomicRegion",
+                    "anatomic_region_modifier": "anatomicRegionModifier"}
 
 
 class ResultFormatError(ValueError):
@@ -97,7 +101,7 @@ def _label(entry: Any, index: int) -> LabelInfo:
     if value <= 0:
         raise ResultFormatError(f"{where} has value {value}; 0 is background and values are positive")
     terminology = {
-        key: _concept(concept, f"{where}.terminology.{key}")
+        TERMINOLOGY_KEYS.get(key, key): _concept(concept, f"{where}.terminology.{key}")
         for key, concept in (entry.get("terminology") or {}).items()
     }
     return LabelInfo(value, str(entry["name"]), _color(entry.get("color"), f"{where}.color"), terminology)
