@@ -75,6 +75,7 @@ class MedSegAttentionParameterNode:
     pruningLevel: Annotated[str, Choice(LEVELS)] = "L4"
     device: Annotated[str, Choice(DEVICES)] = "auto"
     show3D: bool = False
+    testTimeMirroring: bool = True
     mapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     mapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = heatmaps.DEFAULT_THRESHOLD
     selectedMap: str = ""
@@ -228,7 +229,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.clear()
             self._run = self.logic.startSegmentation(
                 p.inputVolume, p.modelId, p.device, p.pruningLevel if self._usesLevels() else None,
-                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked,
+                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring,
             )
             self._setRunning(True)
             self._timer.start()
@@ -561,14 +562,14 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, inputVolume, modelId: str, device: str = "auto", level=None, show3D: bool = False,
-                          keepFiles: bool = False) -> SegmentationRun:
+                          keepFiles: bool = False, tta=None) -> SegmentationRun:
         """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success."""
         if not inputVolume:
             raise ValueError(_("Select an input volume."))
         if not modelId:
             raise ValueError(_("Select a model."))
         options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D,
-                             model_dir=self._modelDirArgument(), keep_files=keepFiles)
+                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta)
         run = SegmentationRun(slicer.mrmlScene, inputVolume, options, work_root=slicer.app.temporaryPath)
         run.start()
         return run

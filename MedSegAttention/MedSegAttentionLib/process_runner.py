@@ -127,8 +127,12 @@ def build_segment_command(
     maps: str = "all",
     model_dir: str | os.PathLike[str] | None = None,
     python: str | None = None,
+    tta: bool | None = None,
 ) -> list[str]:
-    """``medseg segment`` with machine progress; the result lands in ``output_dir/<case name>``."""
+    """``medseg segment`` with machine progress; the result lands in ``output_dir/<case name>``.
+
+    ``tta``: test-time mirroring on (``--tta``, adds the uncertainty map), off (``--no-tta``) or as the card says.
+    """
     command = [python or python_executable(), "-m", "MedSegAttentionLib.cli"]
     if model_dir:
         command += ["--model-dir", str(model_dir)]
@@ -138,6 +142,8 @@ def build_segment_command(
     ]
     if level:
         command += ["--level", level]
+    if tta is not None:
+        command.append("--tta" if tta else "--no-tta")
     return command
 
 

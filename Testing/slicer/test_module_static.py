@@ -99,8 +99,8 @@ def test_widget_slots_exist(tree: ast.Module) -> None:
 
 def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
     fields = _parameter_fields(tree)
-    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "mapOpacity", "mapThreshold",
-                      "selectedMap"}
+    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "testTimeMirroring", "mapOpacity",
+                      "mapThreshold", "selectedMap"}
     bound = {}
     for widget in ui.iter("widget"):
         for prop in widget.findall("property"):
@@ -108,7 +108,7 @@ def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
                 bound[prop.findtext("string")] = widget.get("class")
     assert set(bound) <= fields, f"SlicerParameterName without a parameter: {set(bound) - fields}"
     assert bound == {"inputVolume": "qMRMLNodeComboBox", "pruningLevel": "QComboBox", "device": "QComboBox",
-                     "show3D": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
+                     "show3D": "QCheckBox", "testTimeMirroring": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
     widget_cls = _class(tree, "MedSegAttentionWidget")
     used = {node.attr for node in ast.walk(widget_cls) if isinstance(node, ast.Attribute)
             and ast.unparse(node.value) in ("self._parameterNode", "p")}

@@ -159,6 +159,9 @@ def test_segment_command_follows_the_cli(tmp_path: Path) -> None:
     joined = " ".join(command)
     for part in ("--model anunet-liver-ct", "--device cpu", "--level L2", "--progress-format machine", "--maps all"):
         assert part in joined
+    assert "--tta" not in joined  # the card decides unless the user chose
+    assert build_segment_command("in.nrrd", "out", "m", tta=True)[-1] == "--tta"
+    assert build_segment_command("in.nrrd", "out", "m", tta=False)[-1] == "--no-tta"
 
 
 @pytest.mark.skipif(sys.platform.startswith("win"), reason="POSIX process groups")

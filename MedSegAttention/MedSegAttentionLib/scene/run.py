@@ -46,6 +46,7 @@ class RunOptions:
     show_3d: bool = False
     model_dir: str | None = None
     keep_files: bool = False
+    tta: bool | None = None  # test-time mirroring (None: as the model card says)
 
 
 class SegmentationRun:
@@ -75,7 +76,7 @@ class SegmentationRun:
     def _default_command(self, input_path: Path, output_dir: Path) -> list:
         o = self.options
         return build_segment_command(input_path, output_dir, o.model_id, device=o.device, level=o.level,
-                                     maps=o.maps, model_dir=o.model_dir)
+                                     maps=o.maps, model_dir=o.model_dir, tta=o.tta)
 
     @property
     def done(self) -> bool:
