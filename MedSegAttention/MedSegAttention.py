@@ -1,7 +1,7 @@
 """MedSegAttention: pick a model, click Segment, see the segmentation and the network's own evidence.
 
 Thin Slicer layer. The work happens elsewhere, without Qt:
-``MedSegAttentionLib.scene`` (MRML scene changes, result import, the run), ``MedSegAttentionLib.process_runner``
+``MedSegAttentionLib.scene`` (MRML scene changes, result import, the run), ``MedSegAttentionLib.slicer_support.process_runner``
 (the ``medseg`` child process). Inference never runs in Slicer's process: the CLI runs in a separate
 process, so the GUI stays responsive, a GPU out-of-memory cannot take Slicer down, and Cancel
 really stops it.
@@ -30,8 +30,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MedSegAttentionLib import child_reports, dependencies
-from MedSegAttentionLib.process_runner import (
+from MedSegAttentionLib.slicer_support import child_reports, dependencies
+from MedSegAttentionLib.slicer_support.process_runner import (
     ExitStatus,
     ProcessRunner,
     build_cli_command,
@@ -455,7 +455,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
     """Everything the widget asks for, usable from scripts without the GUI.
 
-    Scene work is delegated to ``MedSegAttentionLib.scene``; processes to ``MedSegAttentionLib.process_runner``.
+    Scene work is delegated to ``MedSegAttentionLib.scene``; processes to ``MedSegAttentionLib.slicer_support.process_runner``.
     """
 
     SETTINGS_KEY = "MedSegAttention"
@@ -481,7 +481,7 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
         """Where models are installed: the setting, else $MEDSEG_MODEL_DIR, else the CLI's default cache folder."""
         if self.modelFolderSetting():
             return Path(self.modelFolderSetting())
-        from MedSegAttentionLib.paths import default_store_root
+        from MedSegAttentionLib.modelstore.paths import default_store_root
 
         return default_store_root()
 
@@ -598,7 +598,7 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
 
 
 class MedSegAttentionTest(ScriptedLoadableModuleTest):
-    """Runs the same scene scenarios as the CI tests (MedSegAttentionLib.slicer_scenarios), in Slicer's scene."""
+    """Runs the same scene scenarios as the CI tests (Testing/Python/slicer_scenarios.py), in Slicer's scene."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -608,7 +608,10 @@ class MedSegAttentionTest(ScriptedLoadableModuleTest):
         self.test_scenarios()
 
     def test_scenarios(self) -> None:
-        from MedSegAttentionLib import slicer_scenarios
+        testing = os.path.join(os.path.dirname(__file__), "Testing", "Python")
+        if testing not in sys.path:
+            sys.path.insert(0, testing)
+        import slicer_scenarios
 
         self.delayDisplay("Running MedSegAttention scene scenarios")
 

@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from MedSegAttentionLib.export import export_model
+from MedSegAttentionLib.modelstore.export import export_model
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.modelstore.store import ModelStore
 
 PROSTATE = {
     "value": 1,

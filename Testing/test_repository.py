@@ -29,7 +29,8 @@ def test_paths_named_in_the_architecture_page_exist() -> None:
     for name in set(re.findall(r"`([\w./-]+\.(?:py|md|json|ui))`", text)):
         if "*" in name or "<" in name:
             continue
-        candidates = [ROOT / name, lib / name, ROOT / "MedSegAttention" / name, lib / "scene" / name, lib / "models" / name, ROOT / "training" / name]
+        candidates = [ROOT / name, lib / name, ROOT / "MedSegAttention" / name, ROOT / "training" / name,
+                      *(lib / room / name for room in ("scene", "models", "modelstore", "inference", "slicer_support"))]
         if not any(p.exists() for p in candidates):
             missing.append(name)
     assert not missing, f"ARCHITECTURE.md names files that do not exist: {sorted(missing)}"
@@ -56,3 +57,14 @@ def test_every_input_check_in_the_docs_exists_in_the_code() -> None:
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "MedSegAttention" / "MedSegAttentionLib").rglob("*.py"))
     missing = [f for f in fragments if f not in source]
     assert not missing, f"messages documented but not in the code: {missing}"
+
+
+def test_no_test_code_in_the_runtime_packages() -> None:
+    """Scenarios and phantoms live under Testing/ (Slicer's MedSegAttention/Testing/Python convention)."""
+    lib = ROOT / "MedSegAttention" / "MedSegAttentionLib"
+    for package in (lib, ROOT / "training"):
+        for path in package.rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            assert "import pytest" not in text and "phantom" not in path.name and "scenario" not in path.name, path
+    roots = {p.relative_to(lib).parts[0] for p in lib.glob("*") if p.name != "__pycache__"}
+    assert roots == {"__init__.py", "cli.py", "errors.py", "models", "modelstore", "inference", "scene", "slicer_support"}

@@ -22,13 +22,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.cards import builtin_cards
-from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.modelstore.cards import builtin_cards
+from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.pipelines import patch_size_zyx
-from MedSegAttentionLib.runcontext import RunContext
-from MedSegAttentionLib.sliding_window import sliding_window_inference
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.runcontext import RunContext
+from MedSegAttentionLib.inference.sliding_window import sliding_window_inference
+from MedSegAttentionLib.modelstore.store import ModelStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -51,7 +51,7 @@ def load_volume(name: str) -> sitk.Image:
     paths = {"prostate": SHARED / "ProstateX-0000" / "t2_tse_tra.nii.gz",
              "ct20": SHARED / "TotalSegmentatorSamples" / "example_ct_dicom",
              "ct_sm": SHARED / "TotalSegmentatorSamples" / "example_ct_sm.nii.gz"}
-    from MedSegAttentionLib.imageio import read_image
+    from MedSegAttentionLib.inference.imageio import read_image
 
     if not paths[name].exists():
         sys.exit(f"{paths[name]} is absent (../shared/data); use --volume ct512")
@@ -93,8 +93,8 @@ def monai_comparison(card, networks, image: sitk.Image, device: torch.device, ba
     """
     from monai.inferers import sliding_window_inference as monai_swi
 
-    from MedSegAttentionLib.preprocessing import preprocess
-    from MedSegAttentionLib.sliding_window import choose_batch_size
+    from MedSegAttentionLib.inference.preprocessing import preprocess
+    from MedSegAttentionLib.inference.sliding_window import choose_batch_size
 
     net = networks["main"].to(device).eval()
     array, _ = preprocess(image, card.preprocessing)
@@ -170,8 +170,8 @@ def main() -> None:
         row = {"model": card.id, "device": result.device, "total_s": round(total, 3),
                **{f"{k}_s": round(v, 3) for k, v in result.timings.items()}, "peak_mem_gib": round(peak_memory_gib(device), 2)}
         if card.inference["mode"] == "sliding_window":
-            from MedSegAttentionLib.sliding_window import window_starts
-            from MedSegAttentionLib.preprocessing import model_grid
+            from MedSegAttentionLib.inference.sliding_window import window_starts
+            from MedSegAttentionLib.inference.preprocessing import model_grid
 
             patch = patch_size_zyx(card.inference)
             grid = model_grid(image, card.preprocessing.spacing_for(image))

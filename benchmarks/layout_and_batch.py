@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from MedSegAttentionLib.cards import builtin_cards
+from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.pipelines import patch_size_zyx
-from MedSegAttentionLib.runcontext import channels_last_format
+from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.runcontext import channels_last_format
 
 
 def seconds_per_item(net: torch.nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 2) -> float:

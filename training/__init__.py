@@ -20,7 +20,7 @@ Modules, one job each:
   :mod:`training.schedules`, :mod:`training.checkpoint`, :mod:`training.distributed`,
   :mod:`training.validation` support it.
 * :mod:`training.exporting` / :mod:`training.evaluate` - model-card export and engine-based evaluation.
-* :mod:`training.phantoms` - synthetic MSD-layout data sets; :mod:`training.cli` - ``python -m training``.
+* :mod:`training.cli` - ``python -m training``.
 
 Submodules are not imported here, so ``import training`` stays cheap.
 """

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from MedSegAttentionLib.cards import ModelCard
+from MedSegAttentionLib.modelstore.cards import ModelCard
 from MedSegAttentionLib.models import SegmentationNetwork
-from MedSegAttentionLib.paths import bundled_weights_dir
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
+from MedSegAttentionLib.modelstore.store import ModelStore
 
 __all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "reference_input", "reference_probabilities"]
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from MedSegAttentionLib.imageio import IMAGE_SUFFIXES
+from MedSegAttentionLib.inference.imageio import IMAGE_SUFFIXES
 
 __all__ = ["Case", "DatasetError", "IMAGE_ENDINGS", "RawDataset", "load_dataset", "split_ending"]
 

@@ -1,6 +1,6 @@
 """Preprocessed-volume cache and training samples (MONAI transforms).
 
-Preprocessing is :func:`MedSegAttentionLib.preprocessing.preprocess` with the card's spec, exactly
+Preprocessing is :func:`MedSegAttentionLib.inference.preprocessing.preprocess` with the card's spec, exactly
 what inference runs; the label is resampled onto the same model grid with nearest neighbour. Each
 case is preprocessed once and cached as ``<cache>/<spec hash>/<case>.npz`` (float32 image, int16 raw
 label, spacing); the hash covers the spec, so a changed spacing or normalisation never reuses stale
@@ -29,9 +29,9 @@ import torch
 from monai.transforms import BorderPadd, Compose, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 from monai.transforms.utils import generate_spatial_bounding_box
 
-from MedSegAttentionLib.cascades import VIEWS as VOLUME_VIEWS
-from MedSegAttentionLib.pipelines import patch_size_zyx
-from MedSegAttentionLib.preprocessing import PreprocessingSpec, intensity_transform, resample_like, resample_to_model_grid
+from MedSegAttentionLib.inference.cascades import VIEWS as VOLUME_VIEWS
+from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, intensity_transform, resample_like, resample_to_model_grid
 
 from .augmentation import affine_crop_size, augmentations, fov_pad
 from .caseio import check_case_geometry, read_image, read_label

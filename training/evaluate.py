@@ -1,6 +1,6 @@
 """Evaluate an exported model on a fold's validation cases through the real inference engine.
 
-Each case runs through :func:`MedSegAttentionLib.engine.segment` (the same code as ``medseg
+Each case runs through :func:`MedSegAttentionLib.inference.engine.segment` (the same code as ``medseg
 segment``: preprocessing, the card's pipeline, mapping back to the input grid, post-processing) and
 is compared with its label on the original grid and spacing. Output: ``per_case.csv`` (one row per
 case and class) and ``summary.json`` (:func:`training.metrics.summarize` per class), also printed.
@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from MedSegAttentionLib.cards import ModelCard
-from MedSegAttentionLib.engine import segment
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.modelstore.cards import ModelCard
+from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.modelstore.store import ModelStore
 
 from .caseio import read_image, read_label
 from .data import Case, load_dataset

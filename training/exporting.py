@@ -1,6 +1,6 @@
 """Export a trained fold: every role's best checkpoint as safetensors plus a model card.
 
-Uses :func:`MedSegAttentionLib.export.export_model`, so the card (config from the networks
+Uses :func:`MedSegAttentionLib.modelstore.export.export_model`, so the card (config from the networks
 themselves, preprocessing and labels from the recipe's card, SHA-256 of the weights, provenance with
 the validation metrics) is exactly what ``medseg install-weights --card`` accepts. A cascade card
 (RA-UNet's localizer/liver/tumour, RSTN's three views) is exported once all its roles are trained.
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from MedSegAttentionLib.export import export_model
+from MedSegAttentionLib.modelstore.export import export_model
 from MedSegAttentionLib.models import build_network
 
 from .checkpoint import load_checkpoint

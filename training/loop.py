@@ -26,11 +26,11 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from MedSegAttentionLib.devices import resolve_device
+from MedSegAttentionLib.inference.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
 from MedSegAttentionLib.models.rstn import foreground_probability
-from MedSegAttentionLib.preprocessing import PreprocessingSpec
-from MedSegAttentionLib.runcontext import channels_last_device, channels_last_format
+from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec
+from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import load_dataset

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from MedSegAttentionLib.cards import ModelCard, builtin_cards
+from MedSegAttentionLib.modelstore.cards import ModelCard, builtin_cards
 
 __all__ = ["DEFAULTS", "Recipe", "apply_overrides", "card_slice_context", "deep_merge", "load_recipe", "recipe_names"]
 

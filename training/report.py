@@ -117,8 +117,8 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
     import matplotlib.pyplot as plt
     import SimpleITK as sitk
 
-    from MedSegAttentionLib.engine import segment
-    from MedSegAttentionLib.store import ModelStore
+    from MedSegAttentionLib.inference.engine import segment
+    from MedSegAttentionLib.modelstore.store import ModelStore
 
     from .caseio import read_image, read_label
     from .data import load_dataset

@@ -1,9 +1,9 @@
 """Validation on whole volumes with the engine's own inference (sliding windows or slice by slice).
 
 Each validation case is predicted exactly as a stage runs inside the card's pipeline: 3D networks
-with :func:`MedSegAttentionLib.sliding_window.sliding_window_inference` (the card's patch size,
+with :func:`MedSegAttentionLib.inference.sliding_window.sliding_window_inference` (the card's patch size,
 overlap and blending) on the stage's region (the whole volume, or RA-UNet's liver box), 2D networks
-with :func:`~MedSegAttentionLib.sliding_window.slicewise_inference` over the role's view with the
+with :func:`~MedSegAttentionLib.inference.sliding_window.slicewise_inference` over the role's view with the
 recipe's slice context. Metrics (Dice, IoU, VOE, RVD, HD95, ASSD) are per foreground class on the
 model grid with its spacing; the mean foreground Dice picks the best checkpoint.
 """
@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from MedSegAttentionLib.pipelines import patch_size_zyx
-from MedSegAttentionLib.runcontext import RunContext
-from MedSegAttentionLib.sliding_window import sliding_window_inference, slicewise_inference
+from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.runcontext import RunContext
+from MedSegAttentionLib.inference.sliding_window import sliding_window_inference, slicewise_inference
 
 from .datasets import Volume, prepare_volume
 from .metrics import case_metrics

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError, MedSegError
-from .imageio import IMAGE_SUFFIXES, is_image_file
+from .inference.imageio import IMAGE_SUFFIXES, is_image_file
 
 EXIT_OK, EXIT_BUG = 0, 1
 
@@ -187,10 +187,10 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
 
 def _segment_case(args: argparse.Namespace, store, card, networks, maps, device: str, reporter: Reporter,  # noqa: ANN001
                   cancel_event: threading.Event, case: Path, name: str, index: int, total: int) -> None:
-    from .engine import segment
+    from .inference.engine import segment
     from .errors import Cancelled
-    from .imageio import read_image
-    from .result_folder import write_result
+    from .inference.imageio import read_image
+    from .inference.result_folder import write_result
 
     out_dir = Path(args.output_dir) / name
     if out_dir.exists() and not args.overwrite:
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, request_cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        from .store import ModelStore
+        from .modelstore.store import ModelStore
 
         store = ModelStore(args.model_dir)
         if args.command == "models":

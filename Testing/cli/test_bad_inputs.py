@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from MedSegAttentionLib.cli import main as medseg
-from MedSegAttentionLib.export import export_model
+from MedSegAttentionLib.modelstore.export import export_model
 from MedSegAttentionLib.models import build_network
 from model_cards import install_random_model, tiny_card
 from volumes import phantom_volume
@@ -201,7 +201,7 @@ def test_install_refuses_a_non_safetensors_file_and_another_models_file_name(mod
     fake = tmp_path / "fake.safetensors"
     fake.write_bytes(b"\x00" * 64)
     doc = json.loads(Path(card_path).read_text())
-    from MedSegAttentionLib.weights import sha256_file
+    from MedSegAttentionLib.modelstore.weights import sha256_file
 
     doc["weights"]["sha256"] = sha256_file(fake)
     fake_card = tmp_path / "fake.json"

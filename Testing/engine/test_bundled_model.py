@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 from safetensors.torch import load_file
 
-from MedSegAttentionLib.cards import builtin_cards
+from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.cli import main as medseg
-from MedSegAttentionLib.paths import bundled_weights_dir
-from MedSegAttentionLib.store import ModelStore
-from MedSegAttentionLib.weights import sha256_file
+from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
+from MedSegAttentionLib.modelstore.store import ModelStore
+from MedSegAttentionLib.modelstore.weights import sha256_file
 from training.bundling import MAX_BUNDLED_BYTES, REFERENCE_DIR, reference_probabilities
 
 MODEL_ID = "sipnet-left-atrium-mr"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from MedSegAttentionLib.cards import ModelCard, builtin_cards
+from MedSegAttentionLib.modelstore.cards import ModelCard, builtin_cards
 from MedSegAttentionLib.errors import ModelError
 from MedSegAttentionLib.models import network_class
 

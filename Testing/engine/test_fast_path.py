@@ -6,10 +6,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.engine import CPU_MAX_BATCH, segment
+from MedSegAttentionLib.inference.engine import CPU_MAX_BATCH, segment
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.runcontext import RunContext, channels_last_format
-from MedSegAttentionLib.sliding_window import sliding_window_inference, slicewise_inference
+from MedSegAttentionLib.inference.runcontext import RunContext, channels_last_format
+from MedSegAttentionLib.inference.sliding_window import sliding_window_inference, slicewise_inference
 from model_cards import TINY_ANUNET, TINY_RAUNET_3D, TINY_SIPNET, install_random_model
 from volumes import phantom_volume
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from MedSegAttentionLib.preprocessing import PreprocessingSpec, normalise_intensity, preprocess, resample_to_reference
+from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, normalise_intensity, preprocess, resample_to_reference
 from volumes import phantom_volume
 
 

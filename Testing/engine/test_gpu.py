@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.inference.engine import segment
 from model_cards import install_random_model
 from volumes import phantom_volume
 

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from MedSegAttentionLib.errors import InputError
-from MedSegAttentionLib.imageio import read_image
-from MedSegAttentionLib.validation import validate_volume
+from MedSegAttentionLib.inference.imageio import read_image
+from MedSegAttentionLib.inference.input_checks import validate_volume
 from volumes import phantom_volume
 
 

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.errors import OutOfMemory
 from MedSegAttentionLib.models.sipnet import SIPNet
 from model_cards import TINY_SIPNET, install_random_model

@@ -7,11 +7,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.cascades import run_raunet_cascade
-from MedSegAttentionLib.engine import segment
+from MedSegAttentionLib.inference.cascades import run_raunet_cascade
+from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.errors import InputError
 from MedSegAttentionLib.models import SegmentationNetwork, SegmentationOutput, build_network
-from MedSegAttentionLib.runcontext import RunContext
+from MedSegAttentionLib.inference.runcontext import RunContext
 from model_cards import LIVER, TINY_ANUNET, TINY_RAUNET_2D, TINY_RAUNET_3D, TINY_RSTN, TUMOUR, install_random_model, tiny_ct_card
 from volumes import phantom_volume
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSegAttentionLib.engine import segment
-from MedSegAttentionLib.result_folder import write_result
+from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.result_folder import write_result
 from MedSegAttentionLib.errors import Cancelled, InputError, ModelError
 from model_cards import install_random_model, tiny_card
 from volumes import phantom_volume
@@ -60,9 +60,9 @@ def test_tampered_weights_are_refused(tiny_model) -> None:
 
 
 def test_not_installed_model_says_how_to_install(tmp_path) -> None:
-    from MedSegAttentionLib.export import export_model
+    from MedSegAttentionLib.modelstore.export import export_model
     from MedSegAttentionLib.models import build_network
-    from MedSegAttentionLib.store import ModelStore
+    from MedSegAttentionLib.modelstore.store import ModelStore
 
     card = tiny_card()
     card_path, _ = export_model(card, {"main": build_network(card["networks"]["main"]["config"])}, tmp_path / "exp")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from MedSegAttentionLib.models import SegmentationNetwork, SegmentationOutput
-from MedSegAttentionLib.runcontext import RunContext
-from MedSegAttentionLib.sliding_window import importance_map, sliding_window_inference, slicewise_inference, window_starts
+from MedSegAttentionLib.inference.runcontext import RunContext
+from MedSegAttentionLib.inference.sliding_window import importance_map, sliding_window_inference, slicewise_inference, window_starts
 
 
 class _Conv(SegmentationNetwork):

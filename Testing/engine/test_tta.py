@@ -10,9 +10,9 @@ import SimpleITK as sitk
 import torch
 
 from MedSegAttentionLib.cli import main as medseg
-from MedSegAttentionLib.engine import segment
-from MedSegAttentionLib.runcontext import RunContext
-from MedSegAttentionLib.tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
+from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.runcontext import RunContext
+from MedSegAttentionLib.inference.tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
 from model_cards import install_random_model, tiny_card
 from volumes import phantom_volume
 

@@ -13,7 +13,7 @@ import pytest
 
 from MedSegAttentionLib.cli import main as medseg
 from MedSegAttentionLib.errors import ModelError
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.modelstore.store import ModelStore
 from model_cards import install_random_model
 
 

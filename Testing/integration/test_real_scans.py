@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedSegAttentionLib.cards import builtin_cards
-from MedSegAttentionLib.engine import segment
-from MedSegAttentionLib.result_folder import write_result
-from MedSegAttentionLib.imageio import read_image
+from MedSegAttentionLib.modelstore.cards import builtin_cards
+from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.result_folder import write_result
+from MedSegAttentionLib.inference.imageio import read_image
 from model_cards import TINY_ANUNET, TINY_RAUNET_2D, TINY_RAUNET_3D, TINY_RSTN, TINY_SIPNET, install_random_model
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]

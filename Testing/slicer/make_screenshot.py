@@ -51,7 +51,7 @@ def load_case() -> tuple[sitk.Image, np.ndarray, str]:
     """(CT image, liver mask (z, y, x) on its grid, where it comes from)."""
     dicom, labels = SHARED_CT / "example_ct_dicom", SHARED_CT / "example_seg_dicom.nii.gz"
     if dicom.is_dir() and labels.is_file():
-        from MedSegAttentionLib.imageio import read_image
+        from MedSegAttentionLib.inference.imageio import read_image
 
         image = read_image(dicom)
         label = sitk.Resample(sitk.ReadImage(str(labels)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
@@ -66,7 +66,7 @@ def load_case() -> tuple[sitk.Image, np.ndarray, str]:
 # ------------------------------------------------------------------ 2. demonstration weights
 def demo_card(spacing_mm: float) -> dict[str, Any]:
     """The catalog ANU-Net card, slimmer (8..128 filters) and at ``spacing_mm`` in-plane, as a user-installed card."""
-    from MedSegAttentionLib.cards import builtin_cards
+    from MedSegAttentionLib.modelstore.cards import builtin_cards
 
     card = copy.deepcopy(dict(next(c for c in builtin_cards() if c.id == "anunet-liver-ct").data))
     card["id"], card["title"] = DEMO_ID, "ANU-Net liver (CT), demonstration weights"
@@ -80,9 +80,9 @@ def fit(card: dict[str, Any], image: sitk.Image, mask: np.ndarray, steps: int, b
     """Fit the card's network to one scan (whole slices of the model grid, ANU-Net's hybrid loss, Eq. 8)."""
     import torch
 
-    from MedSegAttentionLib.cards import ModelCard
+    from MedSegAttentionLib.modelstore.cards import ModelCard
     from MedSegAttentionLib.models import build_network
-    from MedSegAttentionLib.preprocessing import preprocess
+    from MedSegAttentionLib.inference.preprocessing import preprocess
     from training.losses import build_loss
 
     spec = ModelCard.from_dict(card).preprocessing
@@ -109,8 +109,8 @@ def fit(card: dict[str, Any], image: sitk.Image, mask: np.ndarray, steps: int, b
 
 def install(card: dict[str, Any], net, workdir: Path) -> Path:  # noqa: ANN001
     """Export (safetensors + card with its SHA-256) and install like ``medseg install-weights --card``."""
-    from MedSegAttentionLib.export import export_model
-    from MedSegAttentionLib.store import ModelStore
+    from MedSegAttentionLib.modelstore.export import export_model
+    from MedSegAttentionLib.modelstore.store import ModelStore
 
     card_path, weights_path = export_model(card, {"main": net}, workdir / "export",
                                            provenance={"note": "fitted to one scan by make_screenshot.py"})

@@ -16,7 +16,7 @@ from volumes import phantom_volume  # noqa: E402
 
 from MedSegAttentionLib.scene import ijk_to_ras_array, load_volume  # noqa: E402
 from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun  # noqa: E402
-from MedSegAttentionLib.slicer_scenarios import expected_ijk_to_ras, scene_node_ids  # noqa: E402
+from slicer_scenarios import expected_ijk_to_ras, scene_node_ids  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

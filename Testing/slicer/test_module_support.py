@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from MedSegAttentionLib import child_reports, dependencies
-from MedSegAttentionLib.process_runner import (
+from MedSegAttentionLib.slicer_support import child_reports, dependencies
+from MedSegAttentionLib.slicer_support.process_runner import (
     ExitStatus,
     HelperPool,
     ProcessRunner,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from MedSegAttentionLib.process_runner import (
+from MedSegAttentionLib.slicer_support.process_runner import (
     ExitStatus,
     ProcessRunner,
     build_segment_command,

@@ -8,7 +8,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
 
-from MedSegAttentionLib import slicer_scenarios  # noqa: E402
+import slicer_scenarios  # noqa: E402
 
 
 @pytest.mark.parametrize("name", list(slicer_scenarios.SCENARIOS))

@@ -9,7 +9,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
 
-from MedSegAttentionLib import slicer_scenarios  # noqa: E402
+import slicer_scenarios  # noqa: E402
 from MedSegAttentionLib.scene import ResultFormatError, SceneTransaction, read_result  # noqa: E402
 from MedSegAttentionLib.scene import heatmaps  # noqa: E402
 
@@ -130,7 +130,7 @@ def test_empty_label_gets_an_empty_segment_and_unknown_values_warn(tmp_path: Pat
 def test_terminology_string_carries_every_code_of_the_catalog_card(tmp_path: Path) -> None:
     """The RA-UNet card's tumour label names its anatomic region (liver) with the card's snake_case key;
     Slicer's serialized entry must hold the region's code, compared with the card, not with our reader."""
-    from MedSegAttentionLib.cards import builtin_cards
+    from MedSegAttentionLib.modelstore.cards import builtin_cards
     from MedSegAttentionLib.scene.result import _label
     from MedSegAttentionLib.scene.segmentation import terminology_entry_string
 

@@ -13,7 +13,7 @@ pytest.importorskip("PIL", reason="Pillow writes the 256-colour PNG")
 
 import make_screenshot  # noqa: E402
 
-from MedSegAttentionLib import slicer_scenarios  # noqa: E402
+import slicer_scenarios  # noqa: E402
 from MedSegAttentionLib.scene import import_result  # noqa: E402
 
 

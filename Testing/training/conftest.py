@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.phantoms import synthetic_dataset
+from dataset_phantoms import synthetic_dataset
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.preprocessing import intensity_transform, normalise_intensity
+from MedSegAttentionLib.inference.preprocessing import intensity_transform, normalise_intensity
 from training.augmentation import RandAnisotropicResolutiond, RandFieldOfViewPadd, affine_crop_size, augmentations
 from training.datasets import PatchSampler, Volume
 from training.recipes import load_recipe

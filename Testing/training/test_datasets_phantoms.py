@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.preprocessing import PreprocessingSpec, preprocess
+from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, preprocess
 from training.data import load_dataset
 from training.datasets import PatchSampler, StepBatches, Volume, label_box, load_volumes, prepare_volume, spec_hash
-from training.phantoms import render_prostate_dataset
+from dataset_phantoms import render_prostate_dataset
 from training.recipes import load_recipe
 
 

@@ -10,9 +10,9 @@ import SimpleITK as sitk
 
 from conftest import TINY, tiny_overrides
 from MedSegAttentionLib.cli import main as medseg
-from MedSegAttentionLib.engine import segment
-from MedSegAttentionLib.preprocessing import preprocess
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.preprocessing import preprocess
+from MedSegAttentionLib.modelstore.store import ModelStore
 from training.caseio import read_image
 from training.cli import main
 from training.data import load_dataset
@@ -113,7 +113,7 @@ def test_cli_fit_then_evaluate(phantom_sets, tmp_path, capsys) -> None:
 @pytest.mark.shared_data
 def test_rendered_real_prostate_labels_train_and_export(shared_data, tmp_path) -> None:
     """T2-like phantoms around real MSD prostate labels (PZ + TZ -> gland) feed the SIP-Net recipe."""
-    from training.phantoms import render_prostate_dataset
+    from dataset_phantoms import render_prostate_dataset
 
     labels = shared_data / "ProstateMSDLabels" / "labelsTr"
     if not labels.is_dir():

@@ -9,7 +9,7 @@ import pytest
 from training.evaluate import evaluate_model
 from training.exporting import export_fold
 from training.loop import fit
-from training.phantoms import synthetic_dataset
+from dataset_phantoms import synthetic_dataset
 from training.recipes import load_recipe
 
 

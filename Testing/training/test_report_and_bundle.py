@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import MedSegAttentionLib.store as store_module
+import MedSegAttentionLib.modelstore.store as store_module
 from conftest import tiny_overrides
 from MedSegAttentionLib.errors import ModelError
-from MedSegAttentionLib.store import ModelStore
+from MedSegAttentionLib.modelstore.store import ModelStore
 from training import bundling
 from training.cli import main
 from training.evaluate import evaluate_model
@@ -77,7 +77,7 @@ def test_bundle_ships_weights_card_and_reference(two_folds, tmp_path, monkeypatc
 
     # an empty store runs the card on the bundled file, verified; an installed file takes precedence
     monkeypatch.setattr(store_module, "bundled_weights_dir", lambda: package / "bundled")
-    from MedSegAttentionLib.cards import ModelCard
+    from MedSegAttentionLib.modelstore.cards import ModelCard
 
     bundled_card = ModelCard.load(card_path)
     store = ModelStore(tmp_path / "empty-store")

@@ -19,7 +19,7 @@ from typing import Callable
 
 import slicer
 
-from ..process_runner import ExitStatus, ProcessRunner, RunnerEvent, build_segment_command
+from ..slicer_support.process_runner import ExitStatus, ProcessRunner, RunnerEvent, build_segment_command
 from .importer import ImportedResult, import_result
 from .volumes import write_volume
 

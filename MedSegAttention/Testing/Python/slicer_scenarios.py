@@ -18,12 +18,12 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from .process_runner import python_executable
-from .scene import heatmaps, hierarchy, import_result, ijk_to_ras_array, load_volume, write_volume
-from .scene.run import RunOptions, RunState, SegmentationRun
-from .scene.heatmaps import DEFAULT_THRESHOLD
-from .scene.segmentation import show_in_3d, terminology_entry_string
-from .scene.result import read_result
+from MedSegAttentionLib.slicer_support.process_runner import python_executable
+from MedSegAttentionLib.scene import heatmaps, hierarchy, import_result, ijk_to_ras_array, load_volume, write_volume
+from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
+from MedSegAttentionLib.scene.heatmaps import DEFAULT_THRESHOLD
+from MedSegAttentionLib.scene.segmentation import show_in_3d, terminology_entry_string
+from MedSegAttentionLib.scene.result import read_result
 
 SIZE = (14, 11, 7)  # x, y, z (I, J, K)
 SPACING = (0.7, 1.3, 3.1)

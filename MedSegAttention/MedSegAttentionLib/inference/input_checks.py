@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0

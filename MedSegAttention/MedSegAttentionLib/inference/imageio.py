@@ -9,7 +9,7 @@ from typing import Iterator
 
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 from .filechecks import check_dicom_slices, check_nifti, check_nifti_spacing
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

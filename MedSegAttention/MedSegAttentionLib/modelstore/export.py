@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .cards import ModelCard
-from .models import SegmentationNetwork
+from ..models import SegmentationNetwork
 from .weights import save_weights
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -16,19 +16,19 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .cards import ModelCard
+from ..modelstore.cards import ModelCard
 from .devices import describe_device, resolve_device
-from .errors import InputError, ModelError, OutOfMemory
+from ..errors import InputError, ModelError, OutOfMemory
 from .imageio import read_image
-from .models import SegmentationNetwork
+from ..models import SegmentationNetwork
 from .pipelines import patch_size_zyx, pipeline_for
 from .postprocessing import keep_largest_component
 from .preprocessing import array_to_image, preprocess, resample_to_reference
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format
 from .sliding_window import choose_batch_size
-from .store import ModelStore
+from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
-from .validation import validate_volume
+from .input_checks import validate_volume
 
 LEVELS = ("L1", "L2", "L3", "L4")
 # On the CPU a card's (GPU-sized) batch is capped: larger batches spill the caches and run slower per

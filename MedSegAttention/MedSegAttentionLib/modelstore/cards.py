@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import jsonschema
 
-from .errors import ModelError
-from .preprocessing import PreprocessingSpec
+from ..errors import ModelError
+from ..inference.preprocessing import PreprocessingSpec
 
 
 @lru_cache(maxsize=1)

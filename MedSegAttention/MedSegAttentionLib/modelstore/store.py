@@ -23,8 +23,8 @@ import torch
 from safetensors import safe_open
 
 from .cards import ModelCard, builtin_cards
-from .errors import ModelError
-from .models import SegmentationNetwork, build_network
+from ..errors import ModelError
+from ..models import SegmentationNetwork, build_network
 from .paths import bundled_weights_dir, default_store_root
 from .weights import load_weights, sha256_file
 

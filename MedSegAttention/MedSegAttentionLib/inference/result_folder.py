@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 from .imageio import geometry, write_image
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["NiftiHeader", "check_dicom_slices", "check_nifti", "read_nifti_header"]
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .models import SegmentationNetwork
+from ..models import SegmentationNetwork
 from .runcontext import RunContext
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import SegmentationNetwork
+from ..models import SegmentationNetwork
 from .runcontext import RunContext, channels_last_format
 
 Prediction = tuple[torch.Tensor, dict[str, torch.Tensor]]

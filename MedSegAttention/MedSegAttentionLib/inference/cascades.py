@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .models import SegmentationNetwork
+from ..models import SegmentationNetwork
 from .postprocessing import keep_largest_component
 from .runcontext import RunContext
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference

@@ -4,11 +4,11 @@ ANU-Net (Li et al. 2020, Sec. 3.5 and Table 6) can be pruned at test time to the
 or L3, trading accuracy for speed. The Slicer module shows, next to each level, its parameter count
 and the time per slice measured on the user's own device, so the choice is informed. Speed does not
 depend on the weights, so the card's network is built with random weights (nothing to install) and
-run through the real engine (:func:`MedSegAttentionLib.engine.segment`) on a synthetic volume.
+run through the real engine (:func:`MedSegAttentionLib.inference.engine.segment`) on a synthetic volume.
 
 Run as a child process (the GUI never imports torch)::
 
-    python -m MedSegAttentionLib.level_speed --model anunet-liver-ct --device auto
+    python -m MedSegAttentionLib.slicer_support.level_speed --model anunet-liver-ct --device auto
 
 It prints ``medseg-levels {json}`` after each level (the table so far, parameters first, then the
 speeds one by one), ``medseg-progress`` lines, and ``medseg-error`` with exit code 2/3 on bad input.
@@ -26,10 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .engine import LEVELS, segment
-from .errors import InputError, MedSegError
-from .models import build_network
-from .store import ModelStore
+from ..inference.engine import LEVELS, segment
+from ..errors import InputError, MedSegError
+from ..models import build_network
+from ..modelstore.store import ModelStore
 
 DEFAULT_SPACING = (0.8, 0.8, 2.5)  # x, y, z mm: a typical abdominal CT slice
 
@@ -76,7 +76,7 @@ def measure(card: Any, device: str, slices: int, size: int, emit=print) -> dict[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m MedSegAttentionLib.level_speed", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m MedSegAttentionLib.slicer_support.level_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="id of a prunable model (catalog or installed card)")
     parser.add_argument("--model-dir", help="model store folder (for user-installed cards)")

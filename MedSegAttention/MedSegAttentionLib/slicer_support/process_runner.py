@@ -176,8 +176,8 @@ def build_install_weights_command(
 def build_level_speed_command(
     model_id: str, device: str = "auto", model_dir: str | os.PathLike[str] | None = None, python: str | None = None
 ) -> list[str]:
-    """Measure a prunable model's levels (``MedSegAttentionLib.level_speed``): prints ``medseg-levels`` lines."""
-    command = [python or python_executable(), "-m", "MedSegAttentionLib.level_speed", "--model", model_id, "--device", device]
+    """Measure a prunable model's levels (``MedSegAttentionLib.slicer_support.level_speed``): prints ``medseg-levels`` lines."""
+    command = [python or python_executable(), "-m", "MedSegAttentionLib.slicer_support.level_speed", "--model", model_id, "--device", device]
     return command + (["--model-dir", str(model_dir)] if model_dir else [])
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from .errors import Cancelled
+from ..errors import Cancelled
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]

@@ -1,0 +1,1 @@
+"""Qt-free support of the Slicer module: the child-process runner, dependency installs, panel texts, level timing."""
