@@ -67,4 +67,5 @@ def test_no_test_code_in_the_runtime_packages() -> None:
             text = path.read_text(encoding="utf-8")
             assert "import pytest" not in text and "phantom" not in path.name and "scenario" not in path.name, path
     roots = {p.relative_to(lib).parts[0] for p in lib.glob("*") if p.name != "__pycache__"}
-    assert roots == {"__init__.py", "cli.py", "errors.py", "models", "modelstore", "inference", "scene", "slicer_support"}
+    assert roots == {"__init__.py", "cli.py", "errors.py", "protocol.py", "models", "modelstore", "inference", "scene",
+                     "slicer_support"}

@@ -16,8 +16,7 @@ from typing import Sequence
 
 from .errors import InputError, MedSegError
 from .inference.imageio import IMAGE_SUFFIXES, is_image_file
-
-EXIT_OK, EXIT_BUG = 0, 1
+from .protocol import EXIT_BUG, EXIT_OK, format_line
 
 
 class Reporter:
@@ -29,7 +28,7 @@ class Reporter:
 
     def emit(self, kind: str, **payload: object) -> None:
         if self.mode == "machine":
-            print(f"medseg-{kind} {json.dumps(payload)}", flush=True)
+            print(format_line(kind, payload), flush=True)
         elif kind == "info" and self.mode == "bar":
             self.close()
             print(payload.get("message"), file=sys.stderr, flush=True)
@@ -71,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--card", help="a model card JSON that comes with the weights (e.g. from training)")
     install.add_argument("--download", action="store_true", help="download the card's weights URL (or --url)")
     install.add_argument("--url", help="download from this URL instead of the card's")
+
+    devices = sub.add_parser("devices", help="what this Python can compute on (torch, CUDA GPUs, MPS)")
+    devices.add_argument("--json", action="store_true", help="one machine line: medseg-devices {...}")
+
+    levels = sub.add_parser("levels", help="parameters and measured ms per slice of each pruning level (ANU-Net)")
+    levels.add_argument("--model", required=True, help="id of a prunable model (catalog or installed card)")
+    levels.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    levels.add_argument("--slices", type=int, help="slices in the timed volume (default: 8 on a GPU, 2 on the CPU)")
+    levels.add_argument("--slice-size", type=int, default=512, help="slice width and height in voxels")
+    levels.set_defaults(progress_format="machine")  # a child of the Slicer module: errors as medseg-error lines
 
     seg = sub.add_parser("segment", help="segment images: a file, a DICOM folder, or a folder of images")
     seg.add_argument("inputs", nargs="+", help="image file(s) (NIfTI/NRRD/MHA), DICOM series folder(s), or a folder of image files")
@@ -137,6 +146,34 @@ def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
         print(f"  {e.card.id:28s} {state:14s} {e.card.title}")
         if not e.installed:
             print(f"  {'':28s} -> {e.how_to_install}")
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        from .inference.devices import device_report
+
+        info = device_report()
+    except ImportError as exc:  # torch not installed (yet): the Slicer module offers the install
+        info = {"torch": None, "cuda": [], "mps": False, "error": f"{type(exc).__name__}: {exc}"}
+    if args.json:
+        print(format_line("devices", info), flush=True)
+    else:
+        gpus = ", ".join(f"cuda:{g['index']} {g['name']} ({g['memory_gib']} GiB)" for g in info["cuda"]) or "no CUDA GPU"
+        print(f"torch {info['torch']}: {gpus}; MPS {'available' if info['mps'] else 'not available'}")
+    return EXIT_OK
+
+
+def cmd_levels(args: argparse.Namespace, store) -> int:  # noqa: ANN001
+    import torch
+
+    from .protocol import emit
+    from .slicer_support.level_speed import measure
+
+    slices = args.slices if args.slices is not None else (8 if args.device != "cpu" and torch.cuda.is_available() else 2)
+    if slices < 2 or args.slice_size < 16:
+        raise InputError("--slices must be at least 2 and --slice-size at least 16")
+    measure(store.card(args.model), args.device, slices, args.slice_size, emit)
     return EXIT_OK
 
 
@@ -231,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_models(args, store)
         if args.command == "install-weights":
             return cmd_install(args, store)
+        if args.command == "devices":
+            return cmd_devices(args)
+        if args.command == "levels":
+            return cmd_levels(args, store)
         return cmd_segment(args, store, reporter, cancel_event)
     except MedSegError as exc:
         reporter.emit("error", message=str(exc), code=exc.exit_code)

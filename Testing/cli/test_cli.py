@@ -135,3 +135,15 @@ def test_torchrun_shards_a_batch_across_processes(installed, tmp_path) -> None:
     written = sorted(Path(r["output_dir"]).name for r in machine_lines(proc.stdout, "result"))
     assert written == ["p1", "p2", "p3"]  # each case once, none twice
     assert all((tmp_path / "out" / name / "segmentation.nrrd").is_file() for name in written)
+
+
+def test_devices_json_is_one_protocol_line(capsys) -> None:
+    from MedSegAttentionLib.cli import main
+    from MedSegAttentionLib.protocol import parse_line
+
+    assert main(["devices", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    event = parse_line(lines[0])
+    assert event.kind == "devices" and event.data["torch"] and isinstance(event.data["cuda"], list)
+    assert "mps" in event.data["choices"]

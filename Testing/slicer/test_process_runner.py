@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -181,3 +182,14 @@ def test_kill_is_immediate(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert not _alive(grandchild)
+
+
+def test_child_environment_makes_the_library_importable_from_any_folder(tmp_path: Path) -> None:
+    from MedSegAttentionLib.slicer_support.process_runner import PACKAGE_PARENT, cli_environment
+
+    assert (PACKAGE_PARENT / "MedSegAttentionLib" / "__init__.py").is_file()
+    env = cli_environment({"PATH": os.environ.get("PATH", "")})
+    # -S: no site-packages, so no editable install either; only the PYTHONPATH the runner sets can find it
+    done = subprocess.run([sys.executable, "-S", "-c", "import MedSegAttentionLib.errors"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

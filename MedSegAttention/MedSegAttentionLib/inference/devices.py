@@ -45,3 +45,17 @@ def describe_device(device: torch.device) -> str:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+def device_report() -> dict:
+    """What this Python can compute on: torch version, CUDA GPUs (index, name, memory), MPS (``medseg devices``)."""
+    info: dict = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda": [], "mps": _mps_available(),
+                  "choices": list(DEVICE_CHOICES)}
+    try:
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                info["cuda"].append({"index": i, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+    except RuntimeError as exc:  # a broken driver: say so instead of failing the query
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    return info

@@ -81,7 +81,7 @@ def prune_for_level(networks: dict[str, SegmentationNetwork], card: ModelCard, l
 def segment(
     image: sitk.Image | str | os.PathLike[str],
     card: ModelCard,
-    store: ModelStore,
+    store: ModelStore | None,
     device: str = "auto",
     maps: bool | Sequence[str] = True,
     level: str | None = None,
@@ -98,7 +98,8 @@ def segment(
     takes the card's ``inference.tta`` (off when absent). With it the ``uncertainty`` map exists.
 
     ``networks`` passed in are used in place: moved to the device, set to eval mode and, where
-    ``RunContext.use_channels_last`` holds, converted to channels-last memory layout.
+    ``RunContext.use_channels_last`` holds, converted to channels-last memory layout; the ``store`` is
+    then not read (it may be ``None``).
 
     Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
     that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
@@ -122,6 +123,8 @@ def segment(
     t0 = time.perf_counter()
     ctx.report(0.02, "loading model")
     if networks is None:
+        if store is None:
+            raise ModelError(f"segment {card.id}: pass the model store or the loaded networks")
         networks = store.load_networks(card, ctx.device)
     else:
         networks = {role: net.to(ctx.device).eval() for role, net in networks.items()}

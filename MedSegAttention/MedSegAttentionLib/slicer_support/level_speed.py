@@ -8,18 +8,15 @@ run through the real engine (:func:`MedSegAttentionLib.inference.engine.segment`
 
 Run as a child process (the GUI never imports torch)::
 
-    python -m MedSegAttentionLib.slicer_support.level_speed --model anunet-liver-ct --device auto
+    medseg levels --model anunet-liver-ct --device auto
 
 It prints ``medseg-levels {json}`` after each level (the table so far, parameters first, then the
-speeds one by one), ``medseg-progress`` lines, and ``medseg-error`` with exit code 2/3 on bad input.
+speeds one by one), ``medseg-progress`` lines, and ``medseg-error`` with exit code 2/3 on bad input
+(:mod:`MedSegAttentionLib.protocol`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,9 +24,8 @@ import SimpleITK as sitk
 import torch
 
 from ..inference.engine import LEVELS, segment
-from ..errors import InputError, MedSegError
+from ..errors import InputError
 from ..models import build_network
-from ..modelstore.store import ModelStore
 
 DEFAULT_SPACING = (0.8, 0.8, 2.5)  # x, y, z mm: a typical abdominal CT slice
 
@@ -63,43 +59,12 @@ def measure(card: Any, device: str, slices: int, size: int, emit=print) -> dict[
                              "levels": [{"level": level, "parameters": counts[level], "ms_per_slice": None}
                                         for level in levels]}
     emit("levels", **table)
-    store = ModelStore("/nonexistent")  # networks are passed in; the store is not read
     for index, row in enumerate(table["levels"]):
         emit("progress", fraction=index / len(levels), message=f"timing {row['level']}")
-        segment(warmup, card, store, device=device, maps=False, level=row["level"], networks=networks)
-        result = segment(timed, card, store, device=device, maps=False, level=row["level"], networks=networks)
+        segment(warmup, card, None, device=device, maps=False, level=row["level"], networks=networks)
+        result = segment(timed, card, None, device=device, maps=False, level=row["level"], networks=networks)
         table["device"] = result.device
         row["ms_per_slice"] = round(1000.0 * result.timings["inference"] / slices, 1)
         emit("levels", **table)
     emit("progress", fraction=1.0, message="done")
     return table
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m MedSegAttentionLib.slicer_support.level_speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="id of a prunable model (catalog or installed card)")
-    parser.add_argument("--model-dir", help="model store folder (for user-installed cards)")
-    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    parser.add_argument("--slices", type=int, help="slices in the timed volume (default: 8 on a GPU, 2 on the CPU)")
-    parser.add_argument("--slice-size", type=int, default=512, help="slice width and height in voxels")
-    args = parser.parse_args(argv)
-
-    def emit(kind: str, **payload: Any) -> None:
-        print(f"medseg-{kind} {json.dumps(payload)}", flush=True)
-
-    if args.slices is None:
-        args.slices = 8 if args.device != "cpu" and torch.cuda.is_available() else 2
-    try:
-        if args.slices < 2 or args.slice_size < 16:
-            raise InputError("--slices must be at least 2 and --slice-size at least 16")
-        card = ModelStore(args.model_dir).card(args.model)
-        measure(card, args.device, args.slices, args.slice_size, emit)
-    except MedSegError as exc:
-        emit("error", message=str(exc), code=exc.exit_code)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,6 @@ of its group is killed after a grace period.
 
 from __future__ import annotations
 
-import enum
-import json
 import os
 import queue
 import shutil
@@ -26,77 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-PREFIX = "medseg-"
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # the folder holding MedSegAttentionLib
+from ..protocol import ExitStatus, ProtocolEvent, interpret_exit_code, parse_line
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding MedSegAttentionLib (this file: MedSegAttentionLib/slicer_support/)
 IS_WINDOWS = sys.platform.startswith("win")
 
 
-class ExitStatus(enum.Enum):
-    SUCCESS = "success"
-    INTERNAL_ERROR = "internal error"
-    BAD_INPUT = "bad input"
-    MODEL_PROBLEM = "model problem"
-    OUT_OF_MEMORY = "out of memory"
-    CANCELLED = "cancelled"
-    CRASHED = "crashed"
-
-
-EXIT_CODES: dict[int, tuple[ExitStatus, str]] = {
-    0: (ExitStatus.SUCCESS, "Segmentation finished."),
-    1: (ExitStatus.INTERNAL_ERROR, "Unexpected internal error (a bug: please report it with the log)."),
-    2: (ExitStatus.BAD_INPUT, "The input volume cannot be segmented with this model."),
-    3: (ExitStatus.MODEL_PROBLEM, "Model problem: unknown model, weights not installed or not matching their checksum."),
-    4: (ExitStatus.OUT_OF_MEMORY, "Out of memory on every device tried; try the CPU or a smaller pruning level."),
-    130: (ExitStatus.CANCELLED, "Cancelled; nothing was written."),
-}
-
-
-def interpret_exit_code(code: int, cancel_requested: bool = False) -> tuple[ExitStatus, str]:
-    """What an exit code means (docs/result-format.md); killed-by-signal counts as cancel if asked for."""
-    if code in EXIT_CODES:
-        return EXIT_CODES[code]
-    if cancel_requested:
-        return ExitStatus.CANCELLED, "Cancelled; nothing was written."
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return ExitStatus.CRASHED, f"The segmentation process was killed ({name}); it may have run out of memory."
-    return ExitStatus.CRASHED, f"The segmentation process stopped with unexpected exit code {code}."
-
-
-@dataclass(frozen=True)
-class RunnerEvent:
-    """One thing that happened: ``kind`` is progress, warning, result, error, log, finished or another medseg-<kind>."""
-
-    kind: str
-    message: str = ""
-    fraction: float | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    stream: str = "stdout"
-    exit_code: int | None = None
-    status: ExitStatus | None = None
-
-
-def parse_line(line: str, stream: str = "stdout") -> RunnerEvent:
-    """Turn one output line into an event; anything not a well-formed protocol line is a ``log`` event."""
-    text = line.rstrip("\r\n")
-    if stream == "stdout" and text.startswith(PREFIX) and " " in text:
-        kind, _, payload = text[len(PREFIX):].partition(" ")
-        try:
-            data = json.loads(payload)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and kind:
-            fraction = None
-            if kind == "progress":
-                try:
-                    fraction = min(1.0, max(0.0, float(data.get("fraction", 0.0))))
-                except (TypeError, ValueError):
-                    fraction = None
-            return RunnerEvent(kind=kind, message=str(data.get("message", "")), fraction=fraction, data=data, stream=stream)
-    return RunnerEvent(kind="log", message=text, stream=stream)
+#: the event type the runner yields (kept under its old name for callers)
+RunnerEvent = ProtocolEvent
 
 
 def python_executable() -> str:
@@ -176,33 +111,14 @@ def build_install_weights_command(
 def build_level_speed_command(
     model_id: str, device: str = "auto", model_dir: str | os.PathLike[str] | None = None, python: str | None = None
 ) -> list[str]:
-    """Measure a prunable model's levels (``MedSegAttentionLib.slicer_support.level_speed``): prints ``medseg-levels`` lines."""
-    command = [python or python_executable(), "-m", "MedSegAttentionLib.slicer_support.level_speed", "--model", model_id, "--device", device]
-    return command + (["--model-dir", str(model_dir)] if model_dir else [])
-
-
-DEVICE_QUERY = r"""
-import json
-info = {"torch": None, "cuda": [], "mps": False}
-try:
-    import torch
-    info["torch"] = torch.__version__
-    info["cuda_build"] = torch.version.cuda
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            info["cuda"].append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1)})
-    mps = getattr(torch.backends, "mps", None)
-    info["mps"] = bool(mps and mps.is_available())
-except Exception as exc:
-    info["error"] = f"{type(exc).__name__}: {exc}"
-print("medseg-devices " + json.dumps(info), flush=True)
-"""
+    """``medseg levels``: measure a prunable model's levels; prints ``medseg-levels`` lines."""
+    return build_cli_command("levels", "--model", model_id, "--device", device, model_dir=model_dir, python=python)
 
 
 def build_device_query_command(python: str | None = None) -> list[str]:
-    """A short child process that prints ``medseg-devices {...}`` (torch version, GPUs), keeping CUDA out of the GUI."""
-    return [python or python_executable(), "-c", DEVICE_QUERY]
+    """``medseg devices --json``: a short child that prints ``medseg-devices {...}`` (torch version, GPUs, MPS),
+    keeping CUDA out of the GUI process."""
+    return build_cli_command("devices", "--json", python=python)
 
 
 class ProcessRunner:

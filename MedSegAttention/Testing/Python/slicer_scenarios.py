@@ -351,17 +351,18 @@ def scenario_removed_result_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene",
 
 
 FAKE_CLI = """
-import json, shutil, sys, time
+import shutil, sys, time
+from MedSegAttentionLib.protocol import emit
 input_path, output_dir, prepared, mode = sys.argv[1:5]
 import SimpleITK as sitk
 size = list(sitk.ReadImage(input_path).GetSize())
-print('medseg-progress ' + json.dumps({"fraction": 0.2, "message": "read input of size %s" % size}), flush=True)
+emit("progress", fraction=0.2, message="read input of size %s" % size)
 if mode == "hang":
     time.sleep(120)
 target = output_dir + "/input"
 shutil.copytree(prepared, target)
-print('medseg-progress ' + json.dumps({"fraction": 1.0, "message": "written"}), flush=True)
-print('medseg-result ' + json.dumps({"output_dir": target, "result": target + "/result.json"}), flush=True)
+emit("progress", fraction=1.0, message="written")
+emit("result", output_dir=target, result=target + "/result.json")
 """
 
 
