@@ -30,6 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from MedSegAttentionLib.choices import PRUNING_LEVELS
 from MedSegAttentionLib.slicer_support import child_reports, dependencies
 from MedSegAttentionLib.slicer_support.process_runner import (
     ExitStatus,
@@ -43,7 +44,7 @@ from MedSegAttentionLib.slicer_support.process_runner import (
 from MedSegAttentionLib.scene import heatmaps
 from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
 
-LEVELS = ["L1", "L2", "L3", "L4"]
+LEVELS = list(PRUNING_LEVELS)
 DEVICES = list(child_reports.DEVICES)
 
 

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from .choices import DEVICE_CHOICES, PRUNING_LEVELS
 from .errors import InputError, MedSegError
 from .inference.imageio import IMAGE_SUFFIXES, is_image_file
 from .protocol import EXIT_BUG, EXIT_OK, format_line
@@ -84,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment images: a file, a DICOM folder, or a folder of images")
     seg.add_argument("inputs", nargs="+", help="image file(s) (NIfTI/NRRD/MHA), DICOM series folder(s), or a folder of image files")
     seg.add_argument("--model", required=True, help="model id (see 'medseg models')")
-    seg.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu")
+    seg.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} (auto: CUDA, else MPS, else CPU); "
+                     "cuda:N picks one GPU")
     seg.add_argument("--output-dir", default="medseg-output", help="results go to OUTPUT_DIR/<case name>/")
     seg.add_argument("--maps", default="all", help="'all', 'none' or a comma-separated list of map names")
-    seg.add_argument("--level", choices=["L1", "L2", "L3", "L4"], help="ANU-Net pruning level")
+    seg.add_argument("--level", choices=PRUNING_LEVELS, help="ANU-Net pruning level")
     seg.add_argument("--batch-size", type=int, help="windows or slices per batch (default from the model card)")
     seg.add_argument("--montage", dest="montage", action="store_true", default=True, help="write overlay.png (default)")
     seg.add_argument("--no-montage", dest="montage", action="store_false")

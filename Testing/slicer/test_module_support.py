@@ -68,7 +68,10 @@ def test_constraints_file_pins_slicers_own_packages_to_the_installed_versions(tm
 # ------------------------------------------------------------------ what helper processes report
 def test_device_report_shows_the_gpu_or_says_why_not() -> None:
     summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": [{"name": "NVIDIA H100", "memory_gib": 79.1}]})
-    assert "NVIDIA H100, 79.1 GiB" in summary and labels == ["auto (NVIDIA H100, 79.1 GiB)", "cuda (NVIDIA H100, 79.1 GiB)", "cpu"]
+    assert "NVIDIA H100, 79.1 GiB" in summary
+    assert labels == ["auto (NVIDIA H100, 79.1 GiB)", "cuda (NVIDIA H100, 79.1 GiB)", "mps (not available)", "cpu"]
+    summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": [], "mps": True})
+    assert "MPS" in summary and labels[2] == "mps (Apple GPU)" and labels[0] == "auto (Apple GPU)"
     summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": []})
     assert "no CUDA GPU" in summary and labels[1] == "cuda (not available)"
     summary, labels = child_reports.describe_devices({"torch": None, "error": "ImportError: libcuda"})

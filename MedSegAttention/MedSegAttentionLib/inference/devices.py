@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import DEVICE_CHOICES
 from ..errors import InputError
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

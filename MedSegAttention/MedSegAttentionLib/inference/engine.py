@@ -18,6 +18,7 @@ import torch
 
 from ..modelstore.cards import ModelCard
 from .devices import describe_device, resolve_device
+from ..choices import PRUNING_LEVELS
 from ..errors import InputError, ModelError, OutOfMemory
 from .imageio import read_image
 from ..models import SegmentationNetwork
@@ -30,7 +31,7 @@ from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
 from .input_checks import validate_volume
 
-LEVELS = ("L1", "L2", "L3", "L4")
+LEVELS = PRUNING_LEVELS
 # On the CPU a card's (GPU-sized) batch is capped: larger batches spill the caches and run slower per
 # window or slice (2 cores, docs/benchmarks.md: ANU-Net 256x256 slices 1.0 s each in batches of 8, 0.65 s alone).
 CPU_MAX_BATCH = 2

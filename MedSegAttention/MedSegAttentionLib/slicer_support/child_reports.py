@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DEVICES = ("auto", "cuda", "cpu")  # the module's device choices, in combo-box order
+from ..choices import DEVICE_CHOICES
+
+DEVICES = DEVICE_CHOICES  # the module's device choices, in combo-box order
 
 
 def describe_devices(info: dict[str, Any] | None) -> tuple[str, list[str]]:
@@ -19,12 +21,15 @@ def describe_devices(info: dict[str, Any] | None) -> tuple[str, list[str]]:
         detail = f" ({info['error']})" if info and info.get("error") else ""
         return f"PyTorch is not installed yet; it is installed on first use{detail}.", list(DEVICES)
     gpus = info.get("cuda") or []
+    mps = "mps (Apple GPU)" if info.get("mps") else "mps (not available)"
     if gpus:
         gpu = f"{gpus[0]['name']}, {gpus[0]['memory_gib']} GiB"
         more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
-        return (f"PyTorch {info['torch']}; GPU: {gpu}{more}", [f"auto ({gpu})", f"cuda ({gpu})", "cpu"])
+        return (f"PyTorch {info['torch']}; GPU: {gpu}{more}", [f"auto ({gpu})", f"cuda ({gpu})", mps, "cpu"])
+    if info.get("mps"):
+        return f"PyTorch {info['torch']}; Apple GPU (MPS) found.", ["auto (Apple GPU)", "cuda (not available)", mps, "cpu"]
     return (f"PyTorch {info['torch']}; no CUDA GPU found, the CPU will be used.",
-            ["auto (CPU)", "cuda (not available)", "cpu"])
+            ["auto (CPU)", "cuda (not available)", mps, "cpu"])
 
 
 def parse_model_list(text: str) -> list[dict[str, Any]]:
