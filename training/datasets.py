@@ -27,10 +27,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.transforms import BorderPadd, Compose, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
-from monai.transforms.utils import generate_spatial_bounding_box
 
 from MedSegAttentionLib.inference.cascades import VIEWS as VOLUME_VIEWS
 from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.postprocessing import bounding_box
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, intensity_transform, resample_like, resample_to_model_grid
 
 from .augmentation import affine_crop_size, augmentations, fov_pad
@@ -129,14 +129,10 @@ def load_volumes(
 
 
 def label_box(label: np.ndarray, values: Sequence[int], margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of the voxels whose raw label is in ``values``, grown by ``margin`` and clipped
-    (MONAI's ``generate_spatial_bounding_box``, as ``CropForeground``); None if no such voxel."""
-    start, end = generate_spatial_bounding_box(
-        label[None], select_fn=lambda x: np.isin(x, list(values)), margin=int(margin), allow_smaller=True
-    )
-    if all(int(e) <= int(b) for b, e in zip(start, end)):
-        return None
-    return tuple(slice(int(b), int(e)) for b, e in zip(start, end))
+    """Bounding box of the voxels whose raw label is in ``values``, grown by ``margin`` and clipped: the
+    box the RA-UNet cascade crops at inference (:func:`~MedSegAttentionLib.inference.postprocessing.bounding_box`);
+    None if no such voxel."""
+    return bounding_box(np.isin(label, list(values)), int(margin))
 
 
 def view_permutation(view: str) -> tuple[int, int, int]:

@@ -30,7 +30,7 @@ from MedSegAttentionLib.inference.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
 from MedSegAttentionLib.models.rstn import foreground_probability
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec
-from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format
+from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format, mixed_precision
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import load_dataset
@@ -132,16 +132,14 @@ class _Logger:
 
 
 def _amp(setting: str | None, device: torch.device) -> tuple[bool, torch.dtype]:
-    """(autocast on?, its dtype) for ``train.amp``: mixed precision on CUDA only (CPU runs float32);
-    bf16 falls back to fp16 (with a GradScaler) on GPUs without bf16."""
+    """(autocast on?, its dtype) for ``train.amp``: the engine's policy
+    (:func:`MedSegAttentionLib.inference.runcontext.mixed_precision`), with a note when bf16 falls back."""
     if setting not in (None, False, "none", "float32", "bf16", "fp16"):
         raise ValueError(f"train.amp must be none, bf16 or fp16, got {setting!r}")
-    if device.type != "cuda" or setting in (None, False, "none", "float32"):
-        return False, torch.float32
-    if setting == "bf16" and not torch.cuda.is_bf16_supported():
+    enabled, dtype = mixed_precision(device, setting)
+    if enabled and setting == "bf16" and dtype == torch.float16:
         print("note: this GPU has no bfloat16; mixed precision uses float16 with loss scaling", file=sys.stderr)
-        return True, torch.float16
-    return True, torch.bfloat16 if setting == "bf16" else torch.float16
+    return enabled, dtype
 
 
 def initialise_from(net: torch.nn.Module, path: str | Path, role: str) -> None:

@@ -8,17 +8,9 @@ import numpy as np
 import torch
 
 from ..models import SegmentationNetwork
-from .postprocessing import keep_largest_component
+from .postprocessing import bounding_box, keep_largest_component
 from .runcontext import RunContext
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
-
-
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of a mask grown by ``margin`` voxels per side (clipped), or None if empty."""
-    coords = np.nonzero(mask)
-    if not coords[0].size:
-        return None
-    return tuple(slice(max(int(c.min()) - margin, 0), min(int(c.max()) + margin + 1, n)) for c, n in zip(coords, mask.shape))
 
 
 def _prefixed(role: str, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,7 +45,7 @@ def run_raunet_cascade(
     coarse, coarse_maps = slicewise_inference(volume, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
     maps.update(_prefixed("localizer", coarse_maps))
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
-    box = _bounding_box(liver_mask, margin)
+    box = bounding_box(liver_mask, margin)
     probabilities = torch.zeros((3,) + spatial, device=coarse.device)
     probabilities[0] = 1.0
     if box is None:

@@ -1,0 +1,24 @@
+"""The run context's policies, shared by inference and training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from MedSegAttentionLib.inference.runcontext import RunContext, mixed_precision
+from training.loop import _amp
+
+
+@pytest.mark.parametrize("setting", ["auto", "bf16", "fp16", "none", None])
+def test_the_cpu_never_runs_mixed_precision(setting) -> None:
+    assert mixed_precision(torch.device("cpu"), setting) == (False, torch.float32)
+    assert not RunContext(device=torch.device("cpu"), amp=True, precision=setting or "auto").use_amp
+
+
+def test_training_and_inference_share_the_policy() -> None:
+    for setting in ("bf16", "fp16", "none"):
+        assert _amp(setting, torch.device("cpu")) == mixed_precision(torch.device("cpu"), setting)
+    with pytest.raises(ValueError, match="mixed precision must be"):
+        mixed_precision(torch.device("cpu"), "fp8")
+    with pytest.raises(ValueError, match="train.amp must be"):
+        _amp("auto-ish", torch.device("cpu"))
