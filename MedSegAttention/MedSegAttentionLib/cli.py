@@ -204,14 +204,16 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
     maps: bool | list[str] = True if args.maps == "all" else False if args.maps == "none" else [m for m in args.maps.split(",") if m]
     cases, shard_device = _shard(expand_inputs(args.inputs))
     device = shard_device if shard_device and args.device == "auto" else args.device
-    networks = store.load_networks(card, "cpu")
+    from .inference.engine import Predictor
+
+    predictor = Predictor(card, store, device, level=args.level, batch_size=args.batch_size, tta=args.tta)
     names = [case_name(c) for c in cases]
     if len(set(names)) != len(names):
         raise InputError("two inputs share a case name; give them distinct names or run them separately")
     failures: list[tuple[str, InputError]] = []
     for index, (case, name) in enumerate(zip(cases, names)):
         try:
-            _segment_case(args, store, card, networks, maps, device, reporter, cancel_event, case, name, index, len(cases))
+            _segment_case(args, predictor, maps, reporter, cancel_event, case, name, index, len(cases))
         except InputError as exc:  # a bad case: say so, go on with the others (the model itself is fine)
             if len(cases) == 1:
                 raise
@@ -224,11 +226,9 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
     return EXIT_OK
 
 
-def _segment_case(args: argparse.Namespace, store, card, networks, maps, device: str, reporter: Reporter,  # noqa: ANN001
+def _segment_case(args: argparse.Namespace, predictor, maps, reporter: Reporter,  # noqa: ANN001
                   cancel_event: threading.Event, case: Path, name: str, index: int, total: int) -> None:
-    from .inference.engine import segment
     from .errors import Cancelled
-    from .inference.imageio import read_image
     from .inference.result_folder import write_result
 
     out_dir = Path(args.output_dir) / name
@@ -238,10 +238,7 @@ def _segment_case(args: argparse.Namespace, store, card, networks, maps, device:
     def progress(fraction: float, message: str) -> None:
         reporter.progress((index + fraction) / total, f"{name}: {message}" if total > 1 else message)
 
-    image = read_image(case)
-    result = segment(image, card, store, device=device, maps=maps, level=args.level, batch_size=args.batch_size,
-                     progress=progress, cancel=cancel_event.is_set, networks=networks, tta=args.tta)
-    result.input_path = str(case.resolve())
+    result = predictor.predict(case, maps, progress=progress, cancel=cancel_event.is_set)
     if result.timings.get("tta_passes"):
         reporter.emit("info", message=f"test-time mirroring: {int(result.timings['tta_passes'])} passes, "
                                       f"inference {result.timings['inference']:.1f} s (--no-tta: one pass)")
@@ -249,7 +246,7 @@ def _segment_case(args: argparse.Namespace, store, card, networks, maps, device:
         reporter.emit("warning", message=warning)
     if cancel_event.is_set():
         raise Cancelled("cancelled by the user; nothing was written")
-    written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage, image=image)
+    written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage)
     reporter.emit("result", output_dir=str(written), result=str(written / "result.json"))
 
 

@@ -109,3 +109,23 @@ def test_existing_output_is_not_overwritten(tiny_model, tmp_path) -> None:
     with pytest.raises(InputError, match="already exists"):
         write_result(result, out)
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_predictor_loads_once_and_predicts_many(tiny_model, monkeypatch) -> None:
+    from MedSegAttentionLib.inference.engine import Predictor
+
+    store, model_id, _ = tiny_model
+    card = store.card(model_id)
+    loads = []
+    original = store.load_networks
+    monkeypatch.setattr(store, "load_networks", lambda *a, **k: loads.append(a) or original(*a, **k))
+    predictor = Predictor(card, store, device="cpu")
+    volumes = [phantom_volume(seed=s)[0] for s in range(3)]
+    results = [predictor.predict(v, maps=False) for v in volumes]
+    assert len(loads) == 1
+    for volume, result in zip(volumes, results):
+        assert result.image is volume and result.label.GetSize() == volume.GetSize() and result.maps == {}
+    one_shot = segment(volumes[1], card, store, device="cpu", maps=False)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(one_shot.label), sitk.GetArrayFromImage(results[1].label))
+    with pytest.raises(ModelError, match="pass the model store or the loaded networks"):
+        Predictor(card, None, device="cpu")

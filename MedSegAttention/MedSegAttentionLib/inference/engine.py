@@ -49,6 +49,7 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     input_path: str | None = None
+    image: sitk.Image | None = None  # the input, for writers that show it (overlay.png)
 
 
 def select_maps(card: ModelCard, maps: bool | Sequence[str]) -> list[dict[str, Any]]:
@@ -79,6 +80,106 @@ def prune_for_level(networks: dict[str, SegmentationNetwork], card: ModelCard, l
     return level
 
 
+class Predictor:
+    """Load once, predict many (as nnU-Net's predictor): a card's networks on one device, ready for images.
+
+    Built from a card and either a model store (weights verified by SHA-256 and loaded) or networks
+    already loaded (used in place: moved to the device, eval mode, channels-last where it is faster;
+    the store is then not read). ANU-Net's pruning ``level`` is applied once here.
+
+    ``tta``: test-time mirroring (:mod:`.tta`) over the card's ``inference.mirror_axes``; ``None``
+    takes the card's ``inference.tta`` (off when absent). With it the ``uncertainty`` map exists.
+    Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
+    that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
+    """
+
+    def __init__(self, card: ModelCard, store: ModelStore | None = None, device: str = "auto",
+                 networks: dict[str, SegmentationNetwork] | None = None, level: str | None = None,
+                 batch_size: int | None = None, tta: bool | None = None, memory_budget_gib: float = 8.0) -> None:
+        self.card, self.batch_size, self.memory_budget_gib = card, batch_size, memory_budget_gib
+        self.device = resolve_device(device)
+        t0 = time.perf_counter()
+        if networks is None:
+            if store is None:
+                raise ModelError(f"model {card.id}: pass the model store or the loaded networks")
+            networks = store.load_networks(card, self.device)
+        else:
+            networks = {role: net.to(self.device).eval() for role, net in networks.items()}
+        self.level = prune_for_level(networks, card, level)
+        if RunContext(device=self.device).use_channels_last:
+            networks = {role: net.to(memory_format=channels_last_format(net.spatial_dims)) for role, net in networks.items()}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick the fastest kernels
+        self.networks = networks
+        self.mirror_axes = _mirror_axes(card, tta)
+        self.load_seconds = time.perf_counter() - t0
+
+    def _context(self, progress: ProgressCallback | None, cancel: CancelCheck | None) -> RunContext:
+        ctx = RunContext(device=self.device, progress=progress, cancel=cancel)
+        ctx.batch_size = int(self.batch_size or self.card.inference.get("batch_size", 4))
+        if self.batch_size is None and ctx.device.type == "cpu":
+            ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)
+        return ctx
+
+    def predict(self, image: sitk.Image | str | os.PathLike[str], maps: bool | Sequence[str] = True,
+                progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> SegmentationResult:
+        """Segment one image (a path is read first); the image passed in is not modified."""
+        card, timings = self.card, {}
+        ctx = self._context(progress, cancel)
+        wanted_maps = select_maps(card, maps)
+        t0 = time.perf_counter()
+        ctx.report(0.0, "reading input")
+        input_path = None
+        if not isinstance(image, sitk.Image):
+            input_path = str(Path(image).resolve())
+            image = read_image(image)
+        ctx.warnings.extend(validate_volume(image, card.input_channels, card.modality))
+        timings["read"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        ctx.report(0.05, "preprocessing")
+        array, grid = preprocess(image, card.preprocessing)
+        timings["preprocess"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        volume = torch.from_numpy(array)
+        if self.batch_size is None and ctx.device.type == "cuda":
+            ctx.batch_size = _batch_for_memory(self.networks, card, volume, ctx, self.memory_budget_gib, bool(wanted_maps))
+        probabilities, raw_maps = _predict_with_fallback(volume, self.networks, card, ctx, bool(wanted_maps), self.mirror_axes)
+        self.device = ctx.device  # after an out-of-memory fall back to the CPU, stay there
+        timings["inference"] = time.perf_counter() - t0
+        if self.mirror_axes is not None:
+            timings["tta_passes"] = float(len(mirror_members(self.mirror_axes)))
+
+        t0 = time.perf_counter()
+        ctx.report(0.9, "mapping results onto the input grid")
+        label = _label_on_input_grid(probabilities.cpu().numpy(), grid, image, card)
+        out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, image, ctx, asked_by_name=maps is not True)
+        timings["postprocess"] = time.perf_counter() - t0
+        ctx.report(1.0, "done")
+        return SegmentationResult(card=card, label=label, maps=out_maps, device=describe_device(ctx.device),
+                                  level=self.level, warnings=list(ctx.warnings), timings=timings,
+                                  input_path=input_path, image=image)
+
+    def _maps_on_input_grid(self, wanted: list[dict[str, Any]], raw_maps: dict[str, torch.Tensor], grid: sitk.Image,
+                            image: sitk.Image, ctx: RunContext, asked_by_name: bool) -> dict[str, sitk.Image]:
+        out: dict[str, sitk.Image] = {}
+        for entry in wanted:
+            source = entry.get("source", entry["name"])
+            if source == UNCERTAINTY_MAP and source not in raw_maps:
+                if asked_by_name:
+                    ctx.warn("the uncertainty map comes from test-time mirroring, which is off (use --tta); skipped")
+                continue
+            if source not in raw_maps and self.level is not None:
+                ctx.warn(f"map {entry['name']!r} does not exist in the network pruned to {self.level}; skipped")
+                continue
+            if source not in raw_maps:
+                raise ModelError(f"model {self.card.id} declares map {entry['name']!r} but the network produced "
+                                 f"{sorted(raw_maps)}")
+            out[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image)
+        return out
+
+
 def segment(
     image: sitk.Image | str | os.PathLike[str],
     card: ModelCard,
@@ -93,90 +194,19 @@ def segment(
     memory_budget_gib: float = 8.0,
     tta: bool | None = None,
 ) -> SegmentationResult:
-    """Run ``card``'s model on ``image``; the image and card the caller passed in are not modified.
+    """One image, one card: :class:`Predictor` built and used once (see there for the arguments).
 
-    ``tta``: test-time mirroring (:mod:`.tta`) over the card's ``inference.mirror_axes``; ``None``
-    takes the card's ``inference.tta`` (off when absent). With it the ``uncertainty`` map exists.
-
-    ``networks`` passed in are used in place: moved to the device, set to eval mode and, where
-    ``RunContext.use_channels_last`` holds, converted to channels-last memory layout; the ``store`` is
-    then not read (it may be ``None``).
-
-    Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
-    that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
+    A path is read (and its file checked) before the model is loaded, so a damaged file fails fast.
     """
-    timings: dict[str, float] = {}
-    ctx = RunContext(device=resolve_device(device), progress=progress, cancel=cancel)
-    ctx.batch_size = int(batch_size or card.inference.get("batch_size", 4))
-    if batch_size is None and ctx.device.type == "cpu":
-        ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)
-    wanted_maps = select_maps(card, maps)
-
-    t0 = time.perf_counter()
-    ctx.report(0.0, "reading input")
     input_path = None
     if not isinstance(image, sitk.Image):
         input_path = str(Path(image).resolve())
         image = read_image(image)
-    ctx.warnings.extend(validate_volume(image, card.input_channels, card.modality))
-    timings["read"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ctx.report(0.02, "loading model")
-    if networks is None:
-        if store is None:
-            raise ModelError(f"segment {card.id}: pass the model store or the loaded networks")
-        networks = store.load_networks(card, ctx.device)
-    else:
-        networks = {role: net.to(ctx.device).eval() for role, net in networks.items()}
-    level = prune_for_level(networks, card, level)
-    if ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick the fastest kernels
-    if ctx.use_channels_last:
-        for role, net in networks.items():
-            networks[role] = net.to(memory_format=channels_last_format(net.spatial_dims))
-    ctx.report(0.05, "preprocessing")
-    array, grid = preprocess(image, card.preprocessing)
-    timings["preprocess"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    volume = torch.from_numpy(array)
-    if batch_size is None and ctx.device.type == "cuda":
-        ctx.batch_size = _batch_for_memory(networks, card, volume, ctx, memory_budget_gib, bool(wanted_maps))
-    mirror_axes = _mirror_axes(card, tta)
-    probabilities, raw_maps = _predict_with_fallback(volume, networks, card, ctx, bool(wanted_maps), mirror_axes)
-    timings["inference"] = time.perf_counter() - t0
-    if mirror_axes is not None:
-        timings["tta_passes"] = float(len(mirror_members(mirror_axes)))
-
-    t0 = time.perf_counter()
-    ctx.report(0.9, "mapping results onto the input grid")
-    label = _label_on_input_grid(probabilities.cpu().numpy(), grid, image, card)
-    out_maps: dict[str, sitk.Image] = {}
-    for entry in wanted_maps:
-        source = entry.get("source", entry["name"])
-        if source == UNCERTAINTY_MAP and source not in raw_maps:
-            if maps is not True:  # asked for by name
-                ctx.warn("the uncertainty map comes from test-time mirroring, which is off (use --tta); skipped")
-            continue
-        if source not in raw_maps and level is not None:
-            ctx.warn(f"map {entry['name']!r} does not exist in the network pruned to {level}; skipped")
-            continue
-        if source not in raw_maps:
-            raise ModelError(f"model {card.id} declares map {entry['name']!r} but the network produced {sorted(raw_maps)}")
-        out_maps[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image)
-    timings["postprocess"] = time.perf_counter() - t0
-    ctx.report(1.0, "done")
-    return SegmentationResult(
-        card=card,
-        label=label,
-        maps=out_maps,
-        device=describe_device(ctx.device),
-        level=level,
-        warnings=list(ctx.warnings),
-        timings=timings,
-        input_path=input_path,
-    )
+    predictor = Predictor(card, store, device, networks, level, batch_size, tta, memory_budget_gib)
+    result = predictor.predict(image, maps, progress, cancel)
+    result.input_path = input_path
+    result.timings["load"] = predictor.load_seconds
+    return result
 
 
 def _batch_for_memory(

@@ -48,7 +48,10 @@ def _staging_folder(out_dir: Path) -> Path:
 
 def write_result(result: "SegmentationResult", out_dir: str | os.PathLike[str], overwrite: bool = False,
                  montage: bool = False, image: sitk.Image | None = None) -> Path:
-    """Write the result folder (docs/result-format.md) atomically: all of it or nothing."""
+    """Write the result folder (docs/result-format.md) atomically: all of it or nothing.
+
+    ``montage``: also ``overlay.png`` of ``image`` (default: the input the result carries)."""
+    image = image if image is not None else result.image
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
         raise InputError(f"output folder {out_dir} already exists; pass --overwrite or choose another folder")
