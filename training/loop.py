@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from MedSegAttentionLib.inference.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
-from MedSegAttentionLib.models.rstn import foreground_probability
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec
 from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format, mixed_precision
 
@@ -42,7 +41,7 @@ from .schedules import build_optimizer, build_scheduler, step_scheduler
 from .splits import fold_cases, load_or_create_splits
 from .validation import mean_dice, summary_means, validate
 
-__all__ = ["FitResult", "fit", "rstn_crop_mask"]
+__all__ = ["FitResult", "Trainer", "fit", "initialise_from"]
 
 TENSORBOARD_MISSING = (
     "note: TensorBoard logs are off because the 'tensorboard' package is not installed "
@@ -70,33 +69,6 @@ def _to_float(out: SegmentationOutput) -> SegmentationOutput:
         deep_supervision=tuple(t.float() for t in out.deep_supervision),
         aux={k: v.float() for k, v in out.aux.items()},
     )
-
-
-def rstn_crop_mask(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, from_prediction: bool) -> torch.Tensor:
-    """Where RSTN's fine stage is cropped in training (Yu et al., "Training and Testing").
-
-    The ground-truth foreground first; with ``from_prediction`` (the fine-tuning on coarse-scaled
-    crops, "Experiments") the coarse network's own prediction (foreground probability >= the
-    network's threshold), with the ground truth where that prediction is empty (authors' stage J).
-    """
-    truth = (labels > 0).to(x.dtype)
-    if not from_prediction:
-        return truth
-    with torch.no_grad():
-        height, width = x.shape[-2:]
-        coarse = net.coarse(net.pad_to_divisor(x))[..., :height, :width]  # type: ignore[operator]
-        predicted = (foreground_probability(coarse.float())[:, 0] >= net.threshold).to(x.dtype)
-        empty = predicted.flatten(1).sum(1) == 0
-        return torch.where(empty[:, None, None], truth, predicted)
-
-
-def _forward(model: torch.nn.Module, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, step: int) -> SegmentationOutput:
-    """Network forward; RSTN gets its crop mask (:func:`rstn_crop_mask`): the ground truth for the
-    first ``rstn.ground_truth_crop_steps`` steps, then the coarse prediction."""
-    if getattr(net, "name", "") != "rstn":
-        return model(x)
-    switch = recipe["rstn"].get("ground_truth_crop_steps")
-    return model(x, crop_mask=rstn_crop_mask(net, x, y, switch is not None and step >= int(switch)))
 
 
 class _Logger:
@@ -171,160 +143,200 @@ def _check_input_channels(volumes: list[Volume], recipe: Recipe, in_channels: in
         )
 
 
-def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, device: str = "auto",
-        resume: bool = False, progress: bool = True, time_limit_s: float | None = None) -> FitResult:
-    """Train ``recipe``'s role on fold ``fold`` of the data set at ``data``; see the module docstring.
+class Trainer:
+    """One role of a recipe trained on one fold: setup, resume, step, validate, checkpoint (see the module docstring).
 
     ``time_limit_s``: stop (with ``last.pt``) at the first step after this many seconds of training,
     like ``train.stop_after`` but by the clock, so runs fit a machine lent for a few minutes at a time;
-    ``resume`` continues exactly there."""
-    if not recipe.staged:
-        recipe = recipe.for_stage(None)
-    train_cfg = recipe["train"]
-    dev = resolve_device(device)
-    info = init_distributed(dev.type)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", info.local_rank if info.enabled else (dev.index or 0))
-    out = Path(out)
-    role = recipe["role"]
-    run_dir = out / _fold_name(fold) / role
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    ``resume`` continues exactly there.
+    """
 
-    # data: splits and cache are written by rank 0 only; fold "all" trains on every case, no split
-    dataset = load_dataset(data)
-    splits: list[dict[str, list[str]]] = []
-    if fold != "all" and info.is_main:
-        splits = load_or_create_splits(out, dataset.case_ids, int(recipe["data"]["folds"]), int(recipe["data"]["split_seed"]))
-    barrier(info)
-    if fold != "all" and not info.is_main:
-        splits = load_or_create_splits(out, dataset.case_ids, int(recipe["data"]["folds"]), int(recipe["data"]["split_seed"]))
-    train_cases, val_cases = fold_cases(dataset, splits, fold)
-    max_val = recipe["validation"].get("max_cases")
-    val_cases = val_cases[: int(max_val)] if max_val else val_cases
-    spec = PreprocessingSpec.from_card(recipe.card["preprocessing"])
-    cache = out / "cache" if recipe["data"].get("cache", True) else None
-    if info.is_main:
-        volumes = load_volumes(train_cases + val_cases, spec, cache, write=True)
-    barrier(info)
-    if not info.is_main:
-        volumes = load_volumes(train_cases + val_cases, spec, cache, write=False)
-    train_vols, val_vols = volumes[: len(train_cases)], volumes[len(train_cases):]
-    _check_input_channels(volumes, recipe, int(recipe.network_config().get("in_channels", 1)))
+    def __init__(self, recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, device: str = "auto",
+                 progress: bool = True, time_limit_s: float | None = None) -> None:
+        self.recipe = recipe if recipe.staged else recipe.for_stage(None)
+        self.cfg = self.recipe["train"]
+        self.fold, self.progress, self.time_limit_s = fold, progress, time_limit_s
+        self.dev = resolve_device(device)
+        self.info = init_distributed(self.dev.type)
+        if self.dev.type == "cuda":
+            self.dev = torch.device("cuda", self.info.local_rank if self.info.enabled else (self.dev.index or 0))
+        self.role = self.recipe["role"]
+        self.run_dir = Path(out) / _fold_name(fold) / self.role
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.last_path, self.best_path = self.run_dir / "last.pt", self.run_dir / "best.pt"
+        self._setup_data(Path(out), data)
+        self._setup_model()
+        self.step, self.best, self.last_loss = 0, -math.inf, math.nan
 
-    # model, loss, optimiser, schedule
-    seed = int(train_cfg["seed"])
-    torch.manual_seed(seed)
-    config = recipe.network_config()
-    net = build_network(config).to(dev)
-    # channels-last (NDHWC / NHWC): the fast layout for cuDNN and oneDNN, as in inference (runcontext)
-    layout = channels_last_format(net.spatial_dims) if channels_last_device(dev) else torch.contiguous_format
-    net = net.to(memory_format=layout)
-    loss_cfg = dict(recipe["loss"])
-    criterion = build_loss(str(loss_cfg.pop("name")), **loss_cfg)
-    max_steps = int(train_cfg["max_steps"])
-    optimizer = build_optimizer(recipe["optimizer"], net.parameters())
-    steps_per_epoch = max(1, int(train_cfg.get("steps_per_epoch", 250)))
-    scheduler = build_scheduler(recipe["scheduler"], optimizer, max_steps, steps_per_epoch,
-                                reduce=lambda value: all_reduce_mean(value, info))
-    use_amp, amp_dtype = _amp(train_cfg.get("amp"), dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and amp_dtype == torch.float16)
-    step, best, last_loss = 0, -math.inf, math.nan
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if train_cfg.get("init_from") and not (resume and last_path.is_file()):
-        initialise_from(net, train_cfg["init_from"], role)
+    # ------------------------------------------------------------------ setup
+    def _setup_data(self, out: Path, data: str | Path) -> None:
+        """Splits and cache are written by rank 0 only; fold "all" trains on every case, no split."""
+        recipe, info = self.recipe, self.info
+        dataset = load_dataset(data)
+        folds, seed = int(recipe["data"]["folds"]), int(recipe["data"]["split_seed"])
+        splits: list[dict[str, list[str]]] = []
+        if self.fold != "all" and info.is_main:
+            splits = load_or_create_splits(out, dataset.case_ids, folds, seed)
+        barrier(info)
+        if self.fold != "all" and not info.is_main:
+            splits = load_or_create_splits(out, dataset.case_ids, folds, seed)
+        train_cases, val_cases = fold_cases(dataset, splits, self.fold)
+        max_val = recipe["validation"].get("max_cases")
+        self.val_cases = val_cases[: int(max_val)] if max_val else val_cases
+        spec = PreprocessingSpec.from_card(recipe.card["preprocessing"])
+        cache = out / "cache" if recipe["data"].get("cache", True) else None
         if info.is_main:
-            print(f"initialised {role} from {train_cfg['init_from']}", file=sys.stderr)
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path, map_location=dev)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+            volumes = load_volumes(train_cases + self.val_cases, spec, cache, write=True)
+        barrier(info)
+        if not info.is_main:
+            volumes = load_volumes(train_cases + self.val_cases, spec, cache, write=False)
+        self.train_vols, self.val_vols = volumes[: len(train_cases)], volumes[len(train_cases):]
+        _check_input_channels(volumes, recipe, int(recipe.network_config().get("in_channels", 1)))
+
+    def _setup_model(self) -> None:
+        """Network (channels-last where it is faster, as in inference), loss, optimiser, schedule, AMP."""
+        recipe, cfg, info = self.recipe, self.cfg, self.info
+        self.seed = int(cfg["seed"])
+        torch.manual_seed(self.seed)
+        net = build_network(recipe.network_config()).to(self.dev)
+        self.layout = channels_last_format(net.spatial_dims) if channels_last_device(self.dev) else torch.contiguous_format
+        self.net = net.to(memory_format=self.layout)
+        if cfg.get("init_from"):
+            initialise_from(self.net, cfg["init_from"], self.role)
+            if info.is_main:
+                print(f"initialised {self.role} from {cfg['init_from']}", file=sys.stderr)
+        loss_cfg = dict(recipe["loss"])
+        self.criterion = build_loss(str(loss_cfg.pop("name")), **loss_cfg)
+        self.max_steps = int(cfg["max_steps"])
+        self.optimizer = build_optimizer(recipe["optimizer"], self.net.parameters())
+        self.steps_per_epoch = max(1, int(cfg.get("steps_per_epoch", 250)))
+        self.scheduler = build_scheduler(recipe["scheduler"], self.optimizer, self.max_steps, self.steps_per_epoch,
+                                         reduce=lambda value: all_reduce_mean(value, info))
+        self.use_amp, self.amp_dtype = _amp(cfg.get("amp"), self.dev)
+        self.scaler = torch.amp.GradScaler(self.dev.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.model: torch.nn.Module = self.net
+        if info.enabled:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
+                find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+            )
+
+    # ------------------------------------------------------------------ state
+    def resume(self) -> None:
+        """Continue from ``last.pt`` (weights, optimiser, schedule, scaler, random state, step)."""
+        if not self.last_path.is_file():
+            if self.info.is_main:
+                print(f"nothing to resume for {self.role}: {self.last_path} does not exist; starting at step 0", file=sys.stderr)
+            return
+        state = load_checkpoint(self.last_path, map_location=self.dev)
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
-        step, best = int(state["step"]), float(state["best_dice"])
-        if info.is_main:
-            print(f"resuming {role} from step {step} ({last_path})", file=sys.stderr)
-    elif resume and info.is_main:
-        print(f"nothing to resume for {role}: {last_path} does not exist; starting at step 0", file=sys.stderr)
-    model: torch.nn.Module = net
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=bool(train_cfg.get("find_unused_parameters", False)),
-        )
+        self.step, self.best = int(state["step"]), float(state["best_dice"])
+        if self.info.is_main:
+            print(f"resuming {self.role} from step {self.step} ({self.last_path})", file=sys.stderr)
 
-    sampling = recipe["sampling"]
-    batches = StepBatches(PatchSampler(train_vols, recipe.data), seed, int(sampling["batch_size"]), info.rank, info.world_size)
-    stop = min(max_steps, int(train_cfg["stop_after"])) if train_cfg.get("stop_after") else max_steps
-    workers = int(train_cfg.get("num_workers", 0))
-    loader = torch.utils.data.DataLoader(
-        batches, batch_size=None, sampler=range(step, stop), num_workers=workers,
-        pin_memory=dev.type == "cuda", persistent_workers=False,
-    )
-    logger = _Logger(run_dir, info.is_main)
-    val_every, ckpt_every = int(train_cfg["val_every"]), int(train_cfg["checkpoint_every"])
-    log_every, clip = int(train_cfg.get("log_every", 10)), train_cfg.get("grad_clip")
-
-    def checkpoint(path: Path) -> None:
+    def checkpoint(self, path: Path) -> None:
         save_checkpoint(path, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": capture_rng(), "step": step, "epoch": step // steps_per_epoch,
-            "best_dice": best, "config": net.config, "recipe": recipe.name, "role": role,
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": capture_rng(),
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "best_dice": self.best,
+            "config": self.net.config, "recipe": self.recipe.name, "role": self.role,
         })
 
-    def run_validation() -> None:
-        nonlocal best
-        rows = validate(net, val_vols[info.rank :: info.world_size], recipe.data, recipe.card, dev, recipe.num_classes)
+    def _save_best(self, dice: float, means: dict[str, Any]) -> None:
+        save_checkpoint(self.best_path, {"model": self.net.state_dict(), "config": self.net.config, "step": self.step,
+                                         "mean_dice": dice, "metrics": means, "n_cases": len(self.val_vols)})
+
+    # ------------------------------------------------------------------ work
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimiser step on a batch; the network's own training hook supplies extra inputs (RSTN's crop)."""
+        info = self.info
+        torch.manual_seed(sample_seed(self.seed, self.step, 1_000_000 + info.rank))
+        x = x.to(self.dev, non_blocking=True).contiguous(memory_format=self.layout)
+        y = y.to(self.dev, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        switch = self.recipe["rstn"].get("ground_truth_crop_steps")
+        extra = self.net.training_inputs(x, y, from_prediction=switch is not None and self.step >= int(switch))
+        with torch.autocast(device_type=self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            output = self.model(x, **extra)
+        loss = self.criterion(_to_float(output), y)
+        self.scaler.scale(loss).backward()
+        if self.cfg.get("grad_clip"):
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.cfg["grad_clip"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last_loss = float(loss.detach())
+        step_scheduler(self.scheduler, self.last_loss)
+        self.step += 1
+        return self.last_loss
+
+    def validate(self) -> float | None:
+        """Whole validation volumes through the engine's inference; keeps the best checkpoint."""
+        info = self.info
+        rows = validate(self.net, self.val_vols[info.rank :: info.world_size], self.recipe.data, self.recipe.card,
+                        self.dev, self.recipe.num_classes)
         rows = [r for part in all_gather_objects(rows, info) for r in part]
         if not info.is_main:
-            return
+            return None
         dice, means = mean_dice(rows), summary_means(rows)
-        logger.log(step, {f"val/{k}": v for k, v in means.items() if v is not None})
-        if dice > best:
-            best = dice
-            save_checkpoint(best_path, {"model": net.state_dict(), "config": net.config, "step": step,
-                                        "mean_dice": dice, "metrics": means, "n_cases": len(val_vols)})
-        bar.write(f"[{role}] step {step}: validation Dice {dice:.4f} (best {best:.4f})")
+        self.logger.log(self.step, {f"val/{k}": v for k, v in means.items() if v is not None})
+        if dice > self.best:
+            self.best = dice
+            self._save_best(dice, means)
+        return dice
 
-    bar = tqdm(total=stop, initial=step, desc=f"{recipe.name}:{role}", disable=not (progress and info.is_main),
-               dynamic_ncols=True, file=sys.stderr)
-    net.train()
-    t0 = time.perf_counter()
-    for x, y in loader:
-        torch.manual_seed(sample_seed(seed, step, 1_000_000 + info.rank))
-        x, y = x.to(dev, non_blocking=True).contiguous(memory_format=layout), y.to(dev, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-            output = _forward(model, net, x, y, recipe, step)
-        loss = criterion(_to_float(output), y)
-        scaler.scale(loss).backward()
-        if clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(clip))
-        scaler.step(optimizer)
-        scaler.update()
-        last_loss = float(loss.detach())
-        step_scheduler(scheduler, last_loss)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if step % log_every == 0 or step == stop:
-            logger.log(step, {"train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0],
-                              "epoch": step // steps_per_epoch, "time_s": time.perf_counter() - t0})
-        if val_vols and (step % val_every == 0 or step == max_steps):
-            run_validation()
-        out_of_time = time_limit_s is not None and all_reduce_mean(float(time.perf_counter() - t0 > time_limit_s), info) > 0
-        if info.is_main and (step % ckpt_every == 0 or step == stop or out_of_time):
-            checkpoint(last_path)
+    def run(self) -> FitResult:
+        """Train to ``max_steps`` (or ``stop_after``, or the time limit) and return what happened."""
+        cfg, info = self.cfg, self.info
+        stop = min(self.max_steps, int(cfg["stop_after"])) if cfg.get("stop_after") else self.max_steps
+        batches = StepBatches(PatchSampler(self.train_vols, self.recipe.data), self.seed,
+                              int(self.recipe["sampling"]["batch_size"]), info.rank, info.world_size)
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(self.step, stop),
+                                             num_workers=int(cfg.get("num_workers", 0)),
+                                             pin_memory=self.dev.type == "cuda", persistent_workers=False)
+        self.logger = _Logger(self.run_dir, info.is_main)
+        val_every, ckpt_every, log_every = int(cfg["val_every"]), int(cfg["checkpoint_every"]), int(cfg.get("log_every", 10))
+        bar = tqdm(total=stop, initial=self.step, desc=f"{self.recipe.name}:{self.role}",
+                   disable=not (self.progress and info.is_main), dynamic_ncols=True, file=sys.stderr)
+        self.net.train()
+        t0 = time.perf_counter()
+        for x, y in loader:
+            loss = self.train_step(x, y)
+            lr = self.scheduler.get_last_lr()[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if self.step % log_every == 0 or self.step == stop:
+                self.logger.log(self.step, {"train/loss": loss, "train/lr": lr, "epoch": self.step // self.steps_per_epoch,
+                                            "time_s": time.perf_counter() - t0})
+            if self.val_vols and (self.step % val_every == 0 or self.step == self.max_steps):
+                dice = self.validate()
+                if dice is not None:
+                    bar.write(f"[{self.role}] step {self.step}: validation Dice {dice:.4f} (best {self.best:.4f})")
+            out_of_time = (self.time_limit_s is not None
+                           and all_reduce_mean(float(time.perf_counter() - t0 > self.time_limit_s), info) > 0)
+            if info.is_main and (self.step % ckpt_every == 0 or self.step == stop or out_of_time):
+                self.checkpoint(self.last_path)
+            barrier(info)
+            if out_of_time and self.step < stop:
+                bar.write(f"[{self.role}] time limit of {self.time_limit_s:.0f} s reached at step {self.step}; resume with --resume")
+                break
+        bar.close()
+        if self.step >= self.max_steps and info.is_main and not self.val_vols:  # fold "all": the last weights are the result
+            self._save_best(math.nan, {})
+        self.logger.close()
         barrier(info)
-        if out_of_time and step < stop:
-            bar.write(f"[{role}] time limit of {time_limit_s:.0f} s reached at step {step}; resume with --resume")
-            break
-    bar.close()
-    if step >= max_steps and info.is_main and not val_vols:  # fold "all": the last weights are the result
-        save_checkpoint(best_path, {"model": net.state_dict(), "config": net.config, "step": step,
-                                    "mean_dice": math.nan, "metrics": {}, "n_cases": 0})
-    logger.close()
-    barrier(info)
-    return FitResult(role, run_dir, step, best, last_loss, [c.case_id for c in val_cases])
+        return FitResult(self.role, self.run_dir, self.step, self.best, self.last_loss, [c.case_id for c in self.val_cases])
+
+
+def fit(recipe: Recipe, data: str | Path, fold: int | str, out: str | Path, device: str = "auto",
+        resume: bool = False, progress: bool = True, time_limit_s: float | None = None) -> FitResult:
+    """Train ``recipe``'s role on fold ``fold`` of the data set at ``data`` (a :class:`Trainer` run)."""
+    trainer = Trainer(recipe, data, fold, out, device, progress, time_limit_s)
+    if resume:
+        trainer.resume()
+    return trainer.run()

@@ -11,7 +11,7 @@ import torch
 
 from conftest import tiny_overrides
 from MedSegAttentionLib.models import build_network
-from training.loop import _amp, fit, rstn_crop_mask
+from training.loop import _amp, fit
 from training.recipes import load_recipe
 
 
@@ -36,8 +36,8 @@ def test_rstn_crops_from_ground_truth_then_from_the_coarse_prediction() -> None:
     labels = torch.zeros(2, 30, 30, dtype=torch.long)
     labels[:, 20:25, 3:8] = 1
     truth = (labels > 0).float()
-    torch.testing.assert_close(rstn_crop_mask(net, x, labels, from_prediction=False), truth)
-    mask = rstn_crop_mask(net, x, labels, from_prediction=True)
+    torch.testing.assert_close(net.training_inputs(x, labels, from_prediction=False)["crop_mask"], truth)
+    mask = net.training_inputs(x, labels, from_prediction=True)["crop_mask"]
     expected0 = torch.zeros(30, 30)
     expected0[square] = 1.0
     torch.testing.assert_close(mask[0], expected0)  # the coarse prediction, not the ground truth
@@ -45,11 +45,12 @@ def test_rstn_crops_from_ground_truth_then_from_the_coarse_prediction() -> None:
 
 
 def test_rstn_fit_switches_crop_source_at_the_configured_step(phantom_sets, tmp_path, monkeypatch) -> None:
-    import training.loop as loop
+    from MedSegAttentionLib.models.rstn import RSTN
 
     calls: list[bool] = []
-    original = loop.rstn_crop_mask
-    monkeypatch.setattr(loop, "rstn_crop_mask", lambda net, x, y, p: calls.append(p) or original(net, x, y, p))
+    original = RSTN.training_inputs
+    monkeypatch.setattr(RSTN, "training_inputs", lambda net, x, y, from_prediction: calls.append(from_prediction)
+                        or original(net, x, y, from_prediction))
     name = "rstn-pancreas-ct"
     recipe = load_recipe(name, tiny_overrides(name, steps=4, extra=["rstn.ground_truth_crop_steps=2"]))
     fit(recipe.for_stage("axial"), phantom_sets["pancreas"], "all", tmp_path, device="cpu", progress=False)

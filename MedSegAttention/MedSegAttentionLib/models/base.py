@@ -87,6 +87,10 @@ class SegmentationNetwork(nn.Module):
         """Plain-dict description (JSON-serialisable) that rebuilds this network."""
         return {"name": self.name, **getattr(self, "_hparams", {})}
 
+    def training_inputs(self, x: torch.Tensor, labels: torch.Tensor, from_prediction: bool) -> dict[str, torch.Tensor]:
+        """Extra keyword arguments of the forward pass in training (none; RSTN passes its crop mask)."""
+        return {}
+
     def forward(self, x: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
         self.check_input(x)
         spatial = tuple(x.shape[2:])

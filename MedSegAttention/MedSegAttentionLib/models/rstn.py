@@ -185,6 +185,23 @@ class RSTN(SegmentationNetwork):
         self._side_input: tuple[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ public API
+    def training_inputs(self, x: torch.Tensor, labels: torch.Tensor, from_prediction: bool) -> dict[str, torch.Tensor]:
+        """Where the fine stage is cropped in training (Yu et al., "Training and Testing").
+
+        The ground-truth foreground first; with ``from_prediction`` (the fine-tuning on coarse-scaled
+        crops, "Experiments") the coarse network's own prediction (foreground probability >= the
+        network's threshold), with the ground truth where that prediction is empty (authors' stage J).
+        """
+        truth = (labels > 0).to(x.dtype)
+        if not from_prediction:
+            return {"crop_mask": truth}
+        with torch.no_grad():
+            height, width = x.shape[-2:]
+            coarse = self.coarse(self.pad_to_divisor(x))[..., :height, :width]
+            predicted = (foreground_probability(coarse.float())[:, 0] >= self.threshold).to(x.dtype)
+            empty = predicted.flatten(1).sum(1) == 0
+            return {"crop_mask": torch.where(empty[:, None, None], truth, predicted)}
+
     def forward(
         self, x: torch.Tensor, return_maps: bool = False, crop_mask: torch.Tensor | None = None
     ) -> SegmentationOutput:
