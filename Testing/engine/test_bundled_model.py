@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 from safetensors.torch import load_file
 

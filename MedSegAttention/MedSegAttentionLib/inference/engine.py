@@ -24,7 +24,7 @@ from .imageio import read_image
 from ..models import SegmentationNetwork
 from .pipelines import patch_size_zyx, pipeline_for
 from .postprocessing import keep_largest_component
-from .preprocessing import array_to_image, preprocess, resample_to_reference
+from .preprocessing import preprocess, resample_to_reference
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format
 from .sliding_window import choose_batch_size
 from ..modelstore.store import ModelStore
