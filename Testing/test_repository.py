@@ -67,5 +67,17 @@ def test_no_test_code_in_the_runtime_packages() -> None:
             text = path.read_text(encoding="utf-8")
             assert "import pytest" not in text and "phantom" not in path.name and "scenario" not in path.name, path
     roots = {p.relative_to(lib).parts[0] for p in lib.glob("*") if p.name != "__pycache__"}
-    assert roots == {"__init__.py", "cli.py", "errors.py", "protocol.py", "models", "modelstore", "inference", "scene",
+    assert roots == {"__init__.py", "choices.py", "cli.py", "errors.py", "protocol.py", "models", "modelstore", "inference", "scene",
                      "slicer_support"}
+
+
+def test_cards_cite_public_sources_and_hold_no_machine_paths() -> None:
+    import json
+
+    catalog = ROOT / "MedSegAttention" / "MedSegAttentionLib" / "modelstore" / "catalog"
+    for path in catalog.glob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        paper = json.loads(text)["paper"]
+        assert paper.get("doi") or paper.get("arxiv"), f"{path.name}: cite the paper by DOI or arXiv id"
+        assert "shared/" not in paper["venue"] and "see " not in paper["venue"], path.name
+        assert not re.search(r'"(/|[A-Za-z]:\\\\)[^"]*"', text), f"{path.name} holds an absolute path"

@@ -106,7 +106,7 @@ def _export(recipe, out: Path, fold: int | str, val_cases: list[str], data: str)
 
     fold_dir = out / f"fold_{fold}"
     extra = {"fold": fold, "folds": recipe["data"]["folds"], "split_seed": recipe["data"]["split_seed"],
-             "val_cases": val_cases, "data": str(Path(data).resolve())}
+             "val_cases": val_cases, "data": Path(data).resolve().name}  # the data set's name, never a machine path
     exported = export_fold(recipe, fold_dir, dtype=str(recipe["export"]["dtype"]), extra=extra)
     if exported is None:
         print(f"export waits for the other stages: train {', '.join(missing_roles(recipe, fold_dir))}")

@@ -1,9 +1,9 @@
 """ANU-Net: attention-based nested U-Net with deep supervision and L1-L4 pruning.
 
 Li et al., "ANU-Net: Attention-based nested U-Net to exploit full resolution features for medical
-image segmentation", Computers & Graphics 90 (2020). Written from the paper; the authors' public
-code (``lichen14/Attention-unet-plusplus``, see ``shared/reference/architectures.md`` section 5) was
-only read for the details the paper leaves open, and for the parameter counts of its Table 6.
+image segmentation", Computers & Graphics 90:11-20 (2020), doi:10.1016/j.cag.2020.05.003. Written
+from the paper; the authors' public code (github.com/lichen14/Attention-unet-plusplus) was only read
+for the details the paper leaves open, and for the parameter counts of its Table 6.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """ConResNet: inter-slice context residual learning for 3D segmentation.
 
 Zhang, Xie, Wang, Xia, "Inter-slice Context Residual Learning for 3D Medical Image Segmentation",
-IEEE TMI 2021. A shared residual encoder (Sec. III-A), a segmentation decoder and a context-residual
+IEEE TMI 40(2):661-672 (2021), doi:10.1109/TMI.2020.3034995. A shared residual encoder (Sec. III-A), a segmentation decoder and a context-residual
 (ConRes) decoder (Sec. III-B) joined at each scale by a context residual module (Sec. III-C).
-Written from the paper and the architecture notes; no code from the authors' repository.
+Written from the paper; no code from the authors' repository (github.com/jianpengz/ConResNet).
 """
 
 from __future__ import annotations

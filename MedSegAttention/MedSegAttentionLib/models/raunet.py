@@ -1,7 +1,8 @@
 """RA-UNet: residual attention U-Nets for liver and liver-tumour CT (Jin et al., 2020).
 
 Paper: Q. Jin, Z. Meng, C. Sun, H. Cui, R. Su, "RA-UNet: A Hybrid Deep Attention-Aware Network to
-Extract Liver and Tumor in CT Scans", Frontiers in Bioengineering and Biotechnology 8:605132, 2020.
+Extract Liver and Tumor in CT Scans", Frontiers in Bioengineering and Biotechnology 8:605132, 2020,
+doi:10.3389/fbioe.2020.605132 (arXiv:1811.01328).
 
 * :class:`RAUNet2D` is RA-UNet-I (Sec. III-E, Table II): coarse liver localisation on 256 x 256 axial
   slices, ~0.74 M parameters.

@@ -1,7 +1,8 @@
 """RSTN: recurrent saliency transformation network (Yu et al., CVPR 2018), 2D coarse-to-fine.
 
-Paper text: ``shared/papers/rstn-saliency-transformation.txt``; authors' code read through the
-reference notes, section 2. One network per view; the three-view fusion and the test-time iteration
+Yu, Xie, Wang, Zhou, Fishman, Yuille, "Recurrent saliency transformation network: incorporating
+multi-stage visual cues for small organ segmentation", CVPR 2018, arXiv:1709.04518; the authors'
+code (github.com/198808xc/OrganSegRSTN) was read for details the paper leaves open. One network per view; the three-view fusion and the test-time iteration
 until the inter-round Dice reaches 0.95 belong to the inference engine, which drives :meth:`RSTN.refine`.
 """
 

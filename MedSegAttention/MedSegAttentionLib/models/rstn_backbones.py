@@ -3,7 +3,7 @@
 * ``"fcn8s"``: FCN-8s on VGG-16 (Long et al. 2015), the network of the RSTN paper ("Different
   Settings": "We use the FCN-8s model"). Written from the FCN paper's description; torchvision is not
   used. Parameter count with 3 classes: 134,277,737 including the frozen up-sampling kernels, the
-  figure of the authors' Caffe model (reference notes, section 2.1).
+  figure of the authors' Caffe model (github.com/198808xc/OrganSegRSTN).
 * ``"unet_light"``: a light U-Net (MONAI :class:`~monai.networks.nets.BasicUNet`, 4 down-samplings,
   instance norm). The default backbone, because FCN-8s is meant to start from ImageNet/VOC weights
   and none can be fetched at run time; trained from scratch a small U-Net converges far better.

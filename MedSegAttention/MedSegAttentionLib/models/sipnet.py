@@ -1,8 +1,8 @@
 """SIP-Net: Selective Information Passing Network for 3D medical image segmentation.
 
-Zhu et al., "Selective information passing for MR/CT image segmentation" (Neural Computing and
-Applications); authors' Keras code: github.com/ahukui/SIPNet (not copied). Section numbers below refer to
-the paper; "the code" means the authors' ``SIPNet.py`` as described in the project's reference notes.
+Zhu et al., "Selective information passing for MR/CT image segmentation", Neural Computing and
+Applications (2020), arXiv:2010.04920; authors' Keras code: github.com/ahukui/SIPNet (not copied).
+Section numbers below refer to the paper; "the code" means the authors' ``SIPNet.py``.
 """
 
 from __future__ import annotations
