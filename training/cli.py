@@ -102,7 +102,7 @@ def _recipe(args: argparse.Namespace):  # noqa: ANN202
 
 def _export(recipe, out: Path, fold: int | str, val_cases: list[str], data: str) -> tuple[Path, Path] | None:  # noqa: ANN001
     """Export the fold's best weights (with the split in the provenance) once every role is trained."""
-    from .exporting import export_fold, missing_roles
+    from .fold_export import export_fold, missing_roles
 
     fold_dir = out / f"fold_{fold}"
     extra = {"fold": fold, "folds": recipe["data"]["folds"], "split_seed": recipe["data"]["split_seed"],

@@ -22,9 +22,9 @@ from MedSegAttentionLib.modelstore.cards import ModelCard
 from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.modelstore.store import ModelStore
 
-from .caseio import read_image, read_label
-from .data import Case, load_dataset
-from .exporting import json_safe
+from .case_reading import read_case_image, read_case_label
+from .raw_dataset import Case, load_dataset
+from .fold_export import json_safe
 from .labels import map_labels, resolve_label_mapping
 from .metrics import METRICS, case_metrics, summarize
 from .robustness import make_variant
@@ -80,7 +80,7 @@ def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], la
     classes = {label["value"]: label["name"] for label in card.labels}
     rows: list[dict[str, Any]] = []
     for case in cases:
-        image, gt_image = make_variant(variant, read_image(case), read_label(case))
+        image, gt_image = make_variant(variant, read_case_image(case), read_case_label(case))
         t0 = time.perf_counter()
         result = segment(image, card, store, device=device, maps=False, tta=tta,
                          networks={k: v for k, v in networks.items()})

@@ -1,6 +1,6 @@
 """The fit loop: one network (one role of a card) trained by step, the way its recipe says.
 
-Per step: this rank's share of the global batch (:class:`training.datasets.StepBatches`), forward
+Per step: this rank's share of the global batch (:class:`training.sampling.StepBatches`), forward
 under autocast on CUDA (bf16, or fp16 with a ``GradScaler``), the paper's loss in float32, backward,
 gradient clipping, optimiser and scheduler step. Torch's generator is re-seeded from (seed, step,
 rank) every step, so dropout and RSTN's margin jitter, like the data, depend only on the step:
@@ -32,8 +32,9 @@ from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec
 from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format, mixed_precision
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import load_dataset
-from .datasets import PatchSampler, StepBatches, Volume, load_volumes, sample_seed
+from .raw_dataset import load_dataset
+from .preprocessed import Volume, load_volumes
+from .sampling import PatchSampler, StepBatches, sample_seed
 from .distributed import all_gather_objects, all_reduce_mean, barrier, init_distributed
 from .losses import build_loss
 from .recipes import Recipe

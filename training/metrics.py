@@ -9,7 +9,7 @@ exact Euclidean distance transforms in physical units. HD95 is the larger of the
 percentiles (linear interpolation); ASSD is the mean over the distances of both surfaces to each other.
 
 Arrays are in numpy axis order and ``spacing`` is given in the same order (e.g. (z, y, x), as
-:attr:`training.caseio.CaseData.spacing`); ``None`` means 1 per axis.
+:attr:`training.case_reading.CaseData.spacing`); ``None`` means 1 per axis.
 
 Empty masks (P = prediction, G = ground truth of one class):
 

@@ -120,8 +120,8 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
     from MedSegAttentionLib.inference.engine import segment
     from MedSegAttentionLib.modelstore.store import ModelStore
 
-    from .caseio import read_image, read_label
-    from .data import load_dataset
+    from .case_reading import read_case_image, read_case_label
+    from .raw_dataset import load_dataset
     from .evaluate import find_model
 
     by_case = {case: (r, dice) for r in results for case, dice in r.case_dice().items()}
@@ -136,10 +136,10 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
         if fold.export_dir not in installed:  # one install per fold's export, however many cases it shows
             installed[fold.export_dir] = store.install_card(*find_model(fold.export_dir))
         card = installed[fold.export_dir]
-        result = segment(read_image(cases[case_id]), card, store, device=device,
+        result = segment(read_case_image(cases[case_id]), card, store, device=device,
                          maps=[map_name] if map_name else [card.maps[0]["name"]] if card.maps else False)
-        grey = sitk.GetArrayFromImage(read_image(cases[case_id])).astype(np.float32)
-        gt = sitk.GetArrayFromImage(read_label(cases[case_id])) > 0
+        grey = sitk.GetArrayFromImage(read_case_image(cases[case_id])).astype(np.float32)
+        gt = sitk.GetArrayFromImage(read_case_label(cases[case_id])) > 0
         pred = sitk.GetArrayFromImage(result.label) > 0
         z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
         lo, hi = np.percentile(grey, [1, 99])

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .data import Case, RawDataset
+from .raw_dataset import Case, RawDataset
 
 __all__ = ["SPLITS_FILE", "fold_cases", "load_or_create_splits", "make_splits", "read_splits"]
 

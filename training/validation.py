@@ -20,7 +20,9 @@ from MedSegAttentionLib.inference.pipelines import patch_size_zyx
 from MedSegAttentionLib.inference.runcontext import RunContext
 from MedSegAttentionLib.inference.sliding_window import sliding_window_inference, slicewise_inference
 
-from .datasets import Volume, prepare_volume
+from .preprocessed import Volume
+
+from .sampling import prepare_volume
 from .metrics import case_metrics
 
 __all__ = ["predict_volume", "validate"]

@@ -10,7 +10,8 @@ import torch
 
 from MedSegAttentionLib.inference.preprocessing import intensity_transform, normalise_intensity
 from training.augmentation import RandAnisotropicResolutiond, RandFieldOfViewPadd, affine_crop_size, augmentations
-from training.datasets import PatchSampler, Volume
+from training.preprocessed import Volume
+from training.sampling import PatchSampler
 from training.recipes import load_recipe
 from training.robustness import make_variant, oblique_variant, padded_variant
 

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from phantoms import ellipsoid_phantom
-from training.caseio import GeometryMismatchError, read_case, verify_dataset
-from training.data import DatasetError, load_dataset
+from training.case_reading import GeometryMismatchError, read_case, verify_dataset
+from training.raw_dataset import DatasetError, load_dataset
 from training.labels import map_labels, resolve_label_mapping
 from training.splits import fold_cases, load_or_create_splits, make_splits
 

@@ -10,8 +10,9 @@ import SimpleITK as sitk
 import torch
 
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, preprocess
-from training.data import load_dataset
-from training.datasets import PatchSampler, StepBatches, Volume, label_box, load_volumes, prepare_volume, spec_hash
+from training.raw_dataset import load_dataset
+from training.preprocessed import Volume, load_volumes, spec_hash
+from training.sampling import PatchSampler, StepBatches, label_box, prepare_volume
 from dataset_phantoms import render_prostate_dataset
 from training.recipes import load_recipe
 

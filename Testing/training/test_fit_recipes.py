@@ -13,11 +13,11 @@ from MedSegAttentionLib.cli import main as medseg
 from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.inference.preprocessing import preprocess
 from MedSegAttentionLib.modelstore.store import ModelStore
-from training.caseio import read_image
+from training.case_reading import read_case_image
 from training.cli import main
-from training.data import load_dataset
-from training.datasets import load_volumes, spec_hash
-from training.exporting import export_fold
+from training.raw_dataset import load_dataset
+from training.preprocessed import load_volumes, spec_hash
+from training.fold_export import export_fold
 from training.loop import fit
 from training.recipes import load_recipe, recipe_names
 
@@ -96,7 +96,7 @@ def test_cli_fit_then_evaluate(phantom_sets, tmp_path, capsys) -> None:
     case = load_dataset(data).case(val_cases[0])
     cached = load_volumes([case], installed.preprocessing, out / "cache", write=False)[0]
     assert (out / "cache" / spec_hash(installed.preprocessing) / f"{case.case_id}.npz").is_file()
-    np.testing.assert_array_equal(cached.image, preprocess(read_image(case), installed.preprocessing)[0])
+    np.testing.assert_array_equal(cached.image, preprocess(read_case_image(case), installed.preprocessing)[0])
 
     # evaluate: with the experiment's splits.json, and from the card's provenance alone
     for extra, target in ((["--splits-dir", str(out)], "eval"), ([], "eval_prov")):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from training.evaluate import evaluate_model
-from training.exporting import export_fold
+from training.fold_export import export_fold
 from training.loop import fit
 from dataset_phantoms import synthetic_dataset
 from training.recipes import load_recipe

@@ -98,7 +98,7 @@ def test_bundle_ships_weights_card_and_reference(two_folds, tmp_path, monkeypatc
 
 def test_bundle_refuses_full_precision_and_oversized_weights(two_folds, tmp_path, monkeypatch) -> None:
     fold_dir = two_folds / "fold_1"
-    from training.exporting import export_fold
+    from training.fold_export import export_fold
     from training.recipes import load_recipe
 
     recipe = load_recipe(NAME, tiny_overrides(NAME, steps=2))

@@ -23,7 +23,7 @@ def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
     """Bounding box of a mask grown by ``margin`` voxels per side (clipped to the array), or None if empty.
 
     The same box MONAI's ``generate_spatial_bounding_box`` (``CropForeground``) gives; the cascade
-    crops with it at inference and training crops its samples with it (``training.datasets.label_box``).
+    crops with it at inference and training crops its samples with it (``training.sampling.label_box``).
     """
     coords = np.nonzero(mask)
     if not coords[0].size:

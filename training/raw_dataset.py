@@ -18,7 +18,7 @@ Layout (``root/``)::
   optional ``"dataset"`` dict of explicit file lists).
 
 Files may be NIfTI, NRRD or MetaImage (the endings the inference engine reads). Reading pixels and
-checking geometry is :mod:`training.caseio`; label mapping :mod:`training.labels`; k-fold splits
+checking geometry is :mod:`training.case_reading`; label mapping :mod:`training.labels`; k-fold splits
 :mod:`training.splits`.
 """
 

@@ -4,8 +4,8 @@ Conventions: arrays are in numpy (SimpleITK ``GetArrayFromImage``) axis order, i
 volume, and :attr:`CaseData.spacing` is given in that same order, so it can be passed straight to
 :mod:`training.metrics`. Images are (C, z, y, x) float32, labels (z, y, x) int16.
 
-:func:`read_image` is the one reader of a case's image: it gives the (vector) SimpleITK image that
-both :func:`read_case` and the preprocessing cache (:mod:`training.datasets`) start from, and that
+:func:`read_case_image` is the one reader of a case's image: it gives the (vector) SimpleITK image that
+both :func:`read_case` and the preprocessing cache (:mod:`training.preprocessed` / :mod:`training.sampling`) start from, and that
 ``python -m training evaluate`` hands to the inference engine.
 """
 
@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from .data import Case, DatasetError, RawDataset
+from .raw_dataset import Case, DatasetError, RawDataset
 from .labels import map_labels, resolve_label_mapping
 
 __all__ = [
@@ -28,8 +28,8 @@ __all__ = [
     "check_case_geometry",
     "read_case",
     "read_geometry",
-    "read_image",
-    "read_label",
+    "read_case_image",
+    "read_case_label",
     "verify_dataset",
 ]
 
@@ -120,7 +120,7 @@ def verify_dataset(dataset: RawDataset) -> dict[str, Geometry]:
     return {case.case_id: check_case_geometry(case) for case in dataset.cases}
 
 
-def read_image(case: Case) -> sitk.Image:
+def read_case_image(case: Case) -> sitk.Image:
     """The case's image as one SimpleITK image: scalar for one channel, a float32 vector image for
     several (one file per channel, or the 4th axis of a 4D MSD file). Geometry is not checked here."""
     channels: list[sitk.Image] = []
@@ -136,7 +136,7 @@ def read_image(case: Case) -> sitk.Image:
     return sitk.Compose(*[sitk.Cast(c, sitk.sitkFloat32) for c in channels])
 
 
-def read_label(case: Case) -> sitk.Image:
+def read_case_label(case: Case) -> sitk.Image:
     """The case's label image (raises :class:`DatasetError` for a case without one)."""
     if case.label is None:
         raise DatasetError(f"case {case.case_id!r} has no label")
@@ -153,12 +153,12 @@ def read_case(
     """
     if check_geometry:
         check_case_geometry(case)
-    image = read_image(case)
+    image = read_case_image(case)
     array = sitk.GetArrayFromImage(image)
     array = array[None] if image.GetNumberOfComponentsPerPixel() == 1 else np.moveaxis(array, -1, 0)
     label = None
     if case.label is not None:
-        label = _as_label_array(sitk.GetArrayFromImage(read_label(case)), case)
+        label = _as_label_array(sitk.GetArrayFromImage(read_case_label(case)), case)
         if label.shape != array.shape[1:]:  # only reachable with check_geometry=False
             raise GeometryMismatchError(
                 f"case {case.case_id!r}: label shape {label.shape} != image shape {array.shape[1:]}"
