@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "resampled with thick slices (training.robustness)")
     ev.add_argument("--tta", dest="tta", action="store_true", default=None, help="test-time mirroring on")
     ev.add_argument("--no-tta", dest="tta", action="store_false", help="test-time mirroring off")
+    ev.add_argument("--maps", action="store_true", help="also compute the evidence maps and their spread near the organ")
     cv = sub.add_parser("cv", help="k-fold cross-validation: fit (resumable) and evaluate every fold, print the table")
     cv.add_argument("--recipe", required=True)
     cv.add_argument("--data", required=True)
@@ -157,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     suffix = ("" if args.variant == "original" else f"_{args.variant}") + {None: "", True: "_tta", False: "_notta"}[args.tta]
     out = Path(args.out) if args.out else Path(card_path).parent / f"evaluation_fold_{args.fold}{suffix}"
     summary = evaluate_model(card_path, weights_path, args.data, args.fold, out, args.splits_dir, args.label_mapping,
-                             args.device, args.variant, args.tta)
+                             args.device, args.variant, args.tta, args.maps)
     print(format_summary(summary))
     print(f"per-case table: {out / 'per_case.csv'}; summary: {out / 'summary.json'}")
     return 0

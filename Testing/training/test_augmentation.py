@@ -159,3 +159,16 @@ def test_oblique_variant_is_rotated_thick_sliced_and_covers_the_organ() -> None:
     assert volume == pytest.approx(original, rel=0.15)  # the whole organ is on the new grid
     with pytest.raises(ValueError, match="unknown variant"):
         make_variant("sideways", image, label)
+
+
+def test_map_spread_tells_a_wash_from_a_map_that_outlines_the_organ() -> None:
+    from training.evaluate import map_spread
+
+    organ = np.zeros((20, 30, 30), bool)
+    organ[8:12, 10:20, 10:20] = True
+    wash = np.full(organ.shape, 0.55) + np.random.default_rng(0).normal(0, 0.01, organ.shape)
+    outline = np.where(organ, 0.9, 0.1)
+    assert map_spread(wash, organ, (1.0, 1.0, 1.0), margin_mm=2) < 0.05
+    assert map_spread(outline, organ, (1.0, 1.0, 1.0), margin_mm=2) == pytest.approx(0.8)
+    assert map_spread(outline, organ, (0.5, 0.5, 0.5), margin_mm=1) == pytest.approx(0.8)  # margin in mm, not voxels
+    assert np.isnan(map_spread(outline, np.zeros_like(organ), (1.0, 1.0, 1.0)))
