@@ -9,7 +9,6 @@ really stops it.
 
 import hashlib
 import importlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,17 +31,10 @@ from slicer.util import VTKObservationMixin
 
 from MedSegAttentionLib.choices import PRUNING_LEVELS
 from MedSegAttentionLib.slicer_support import child_reports, dependencies
-from MedSegAttentionLib.slicer_support.process_runner import (
-    ExitStatus,
-    ProcessRunner,
-    build_cli_command,
-    HelperPool,
-    build_device_query_command,
-    build_install_weights_command,
-    build_level_speed_command,
-)
+from MedSegAttentionLib.slicer_support.panel_logic import PanelLogic
+from MedSegAttentionLib.slicer_support.process_runner import ExitStatus, HelperPool
 from MedSegAttentionLib.scene import heatmaps
-from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
+from MedSegAttentionLib.scene.run import RunState
 
 LEVELS = list(PRUNING_LEVELS)
 DEVICES = list(child_reports.DEVICES)
@@ -453,40 +445,21 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.device = device
 
 
-class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
+class MedSegAttentionLogic(ScriptedLoadableModuleLogic, PanelLogic):
     """Everything the widget asks for, usable from scripts without the GUI.
 
-    Scene work is delegated to ``MedSegAttentionLib.scene``; processes to ``MedSegAttentionLib.slicer_support.process_runner``.
+    The work is in ``MedSegAttentionLib.slicer_support.panel_logic.PanelLogic`` (Qt-free, run by pytest
+    against real MRML); this class adds the parameter node and the dependency installs, which need
+    Slicer's dialogs and extensions.
     """
 
-    SETTINGS_KEY = "MedSegAttention"
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        PanelLogic.__init__(self, qt.QSettings(), slicer.mrmlScene, slicer.app.temporaryPath)
 
     def getParameterNode(self):
         return MedSegAttentionParameterNode(super().getParameterNode())
 
-    # ------------------------------------------------------------------ preferences
-    def modelFolderSetting(self) -> str:
-        return str(qt.QSettings().value(f"{self.SETTINGS_KEY}/ModelFolder", "") or "")
-
-    def setModelFolderSetting(self, path: str) -> None:
-        qt.QSettings().setValue(f"{self.SETTINGS_KEY}/ModelFolder", path or "")
-
-    def preferredDevice(self) -> str:
-        device = str(qt.QSettings().value(f"{self.SETTINGS_KEY}/Device", "auto") or "auto")
-        return device if device in DEVICES else "auto"
-
-    def setPreferredDevice(self, device: str) -> None:
-        qt.QSettings().setValue(f"{self.SETTINGS_KEY}/Device", device if device in DEVICES else "auto")
-
-    def modelFolder(self) -> Path:
-        """Where models are installed: the setting, else $MEDSEG_MODEL_DIR, else the CLI's default cache folder."""
-        if self.modelFolderSetting():
-            return Path(self.modelFolderSetting())
-        from MedSegAttentionLib.modelstore.paths import default_store_root
-
-        return default_store_root()
-
-    # ------------------------------------------------------------------ dependencies
     def requirementsPath(self) -> Path:
         return Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 
@@ -526,76 +499,6 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic):
                 with slicer.util.WaitCursor():
                     slicer.util.pip_install(others + ["-c", constraints])
         return not self.missingRequirements()
-
-    # ------------------------------------------------------------------ child processes
-    def _modelDirArgument(self):
-        return self.modelFolderSetting() or None
-
-    @staticmethod
-    def _started(command: list[str]) -> ProcessRunner:
-        runner = ProcessRunner(command, expects_result=False)
-        runner.start()
-        return runner
-
-    def startDeviceQuery(self) -> ProcessRunner:
-        """Ask a child process which GPU torch sees (CUDA stays out of Slicer's process)."""
-        return self._started(build_device_query_command())
-
-    def startLevelSpeed(self, modelId: str, device: str) -> ProcessRunner:
-        """Measure each pruning level's parameters and time per slice on ``device``, in a child process."""
-        return self._started(build_level_speed_command(modelId, device, model_dir=self._modelDirArgument()))
-
-    def cachedLevelTable(self, key: str):
-        """A level table measured before on this computer (settings), or None."""
-        text = qt.QSettings().value(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", "")
-        return json.loads(text) if text else None
-
-    def storeLevelTable(self, key: str, table: dict) -> None:
-        qt.QSettings().setValue(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", json.dumps(table))
-
-    def startModelList(self) -> ProcessRunner:
-        return self._started(build_cli_command("models", "--json", model_dir=self._modelDirArgument()))
-
-    def startInstallWeights(self, modelId=None, weightsPath=None, cardPath=None, url=None, download=False) -> ProcessRunner:
-        """``medseg install-weights`` for a file (with a model id or a card) or a download; checksums are verified."""
-        return self._started(build_install_weights_command(modelId, weightsPath, cardPath, url, download,
-                                                           model_dir=self._modelDirArgument()))
-
-    # ------------------------------------------------------------------ segmentation
-    def startSegmentation(self, inputVolume, modelId: str, device: str = "auto", level=None, show3D: bool = False,
-                          keepFiles: bool = False, tta=None) -> SegmentationRun:
-        """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success."""
-        if not inputVolume:
-            raise ValueError(_("Select an input volume."))
-        if not modelId:
-            raise ValueError(_("Select a model."))
-        options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D,
-                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta)
-        run = SegmentationRun(slicer.mrmlScene, inputVolume, options, work_root=slicer.app.temporaryPath)
-        run.start()
-        return run
-
-    def process(self, inputVolume, modelId: str, device: str = "auto", level=None, show3D: bool = False):
-        """Blocking run for scripts: returns the imported result or raises with the CLI's message."""
-        run = self.startSegmentation(inputVolume, modelId, device, level, show3D)
-        if run.wait() is not RunState.SUCCEEDED:
-            raise RuntimeError(run.message)
-        self.showMap(run.imported, next(iter(run.imported.map_nodes), ""), 0.5)
-        return run.imported
-
-    def showMap(self, result, mapName: str, opacity: float) -> None:
-        """Input in the background, the chosen map (or none) in the foreground of every slice view."""
-        mapNode = result.map_nodes.get(mapName) if mapName else None
-        inputNode = slicer.mrmlScene.GetNodeByID(result.segmentation_node.GetNodeReferenceID(
-            result.segmentation_node.GetReferenceImageGeometryReferenceRole()))
-        heatmaps.show_map_in_slice_views(slicer.mrmlScene, mapNode, inputNode, opacity)
-
-    def setMapOpacity(self, opacity: float) -> None:
-        heatmaps.set_map_opacity(slicer.mrmlScene, opacity)
-
-    def setMapThreshold(self, threshold: float) -> None:
-        """Evidence-map values below ``threshold`` are transparent."""
-        heatmaps.set_map_threshold(slicer.mrmlScene, threshold)
 
 
 class MedSegAttentionTest(ScriptedLoadableModuleTest):

@@ -1,0 +1,149 @@
+"""The module panel's logic without Qt: preferences, helper processes, runs and heat maps on a scene.
+
+The Slicer module's logic class is this one plus what needs Slicer's GUI (the parameter node,
+dependency installs with dialogs). Preferences go through an injected key-value store (the module
+passes ``qt.QSettings``; tests pass a dict), the scene is injected too, so pytest runs every method
+against the real MRML of slicer-core. Method names follow Slicer's logic convention (camelCase),
+because scripts call them on the module's logic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, MutableMapping, Protocol
+
+from ..choices import DEVICE_CHOICES
+from ..modelstore.paths import default_store_root
+from ..scene import heatmaps
+from ..scene.run import RunOptions, RunState, SegmentationRun
+from .process_runner import (
+    ProcessRunner,
+    build_cli_command,
+    build_device_query_command,
+    build_install_weights_command,
+    build_level_speed_command,
+)
+
+__all__ = ["DictSettings", "PanelLogic", "Settings"]
+
+
+class Settings(Protocol):
+    """What the logic needs of a settings store (``qt.QSettings`` has these two methods)."""
+
+    def value(self, key: str, default: Any = None) -> Any: ...
+
+    def setValue(self, key: str, value: Any) -> None: ...  # noqa: N802 - QSettings' name
+
+
+class DictSettings:
+    """Settings in a dict (tests, scripts without a GUI)."""
+
+    def __init__(self, values: MutableMapping[str, Any] | None = None) -> None:
+        self.values = values if values is not None else {}
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def setValue(self, key: str, value: Any) -> None:  # noqa: N802
+        self.values[key] = value
+
+
+class PanelLogic:
+    """Preferences, child processes (device query, level timing, model list, installs) and runs."""
+
+    SETTINGS_KEY = "MedSegAttention"
+
+    def __init__(self, settings: Settings, scene: Any, temporary_path: str | os.PathLike[str] | None = None) -> None:
+        self.settings, self.scene, self.temporary_path = settings, scene, temporary_path
+
+    # ------------------------------------------------------------------ preferences
+    def modelFolderSetting(self) -> str:
+        return str(self.settings.value(f"{self.SETTINGS_KEY}/ModelFolder", "") or "")
+
+    def setModelFolderSetting(self, path: str) -> None:
+        self.settings.setValue(f"{self.SETTINGS_KEY}/ModelFolder", path or "")
+
+    def preferredDevice(self) -> str:
+        device = str(self.settings.value(f"{self.SETTINGS_KEY}/Device", "auto") or "auto")
+        return device if device in DEVICE_CHOICES else "auto"
+
+    def setPreferredDevice(self, device: str) -> None:
+        self.settings.setValue(f"{self.SETTINGS_KEY}/Device", device if device in DEVICE_CHOICES else "auto")
+
+    def modelFolder(self) -> Path:
+        """Where models are installed: the setting, else $MEDSEG_MODEL_DIR, else the CLI's default cache folder."""
+        return Path(self.modelFolderSetting()) if self.modelFolderSetting() else default_store_root()
+
+    def cachedLevelTable(self, key: str) -> dict[str, Any] | None:
+        """A level table measured before on this computer (settings), or None."""
+        text = self.settings.value(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", "")
+        return json.loads(text) if text else None
+
+    def storeLevelTable(self, key: str, table: dict[str, Any]) -> None:
+        self.settings.setValue(f"{self.SETTINGS_KEY}/LevelSpeed/{key}", json.dumps(table))
+
+    # ------------------------------------------------------------------ child processes
+    def _modelDirArgument(self) -> str | None:
+        return self.modelFolderSetting() or None
+
+    @staticmethod
+    def _started(command: list[str]) -> ProcessRunner:
+        runner = ProcessRunner(command, expects_result=False)
+        runner.start()
+        return runner
+
+    def startDeviceQuery(self) -> ProcessRunner:
+        """Ask a child process which GPU torch sees (CUDA stays out of Slicer's process)."""
+        return self._started(build_device_query_command())
+
+    def startLevelSpeed(self, modelId: str, device: str) -> ProcessRunner:
+        """Measure each pruning level's parameters and time per slice on ``device``, in a child process."""
+        return self._started(build_level_speed_command(modelId, device, model_dir=self._modelDirArgument()))
+
+    def startModelList(self) -> ProcessRunner:
+        return self._started(build_cli_command("models", "--json", model_dir=self._modelDirArgument()))
+
+    def startInstallWeights(self, modelId: str | None = None, weightsPath: str | None = None, cardPath: str | None = None,
+                            url: str | None = None, download: bool = False) -> ProcessRunner:
+        """``medseg install-weights`` for a file (with a model id or a card) or a download; checksums are verified."""
+        return self._started(build_install_weights_command(modelId, weightsPath, cardPath, url, download,
+                                                           model_dir=self._modelDirArgument()))
+
+    # ------------------------------------------------------------------ segmentation
+    def startSegmentation(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
+                          show3D: bool = False, keepFiles: bool = False, tta: bool | None = None) -> SegmentationRun:
+        """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success."""
+        if not inputVolume:
+            raise ValueError("Select an input volume.")
+        if not modelId:
+            raise ValueError("Select a model.")
+        options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D,
+                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta)
+        run = SegmentationRun(self.scene, inputVolume, options, work_root=self.temporary_path)
+        run.start()
+        return run
+
+    def process(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
+                show3D: bool = False, tta: bool | None = None) -> Any:
+        """Blocking run for scripts: returns the imported result or raises with the CLI's message."""
+        run = self.startSegmentation(inputVolume, modelId, device, level, show3D, tta=tta)
+        if run.wait() is not RunState.SUCCEEDED:
+            raise RuntimeError(run.message)
+        self.showMap(run.imported, next(iter(run.imported.map_nodes), ""), 0.5)
+        return run.imported
+
+    def showMap(self, result: Any, mapName: str, opacity: float) -> None:
+        """Input in the background, the chosen map (or none) in the foreground of every slice view."""
+        mapNode = result.map_nodes.get(mapName) if mapName else None
+        inputNode = self.scene.GetNodeByID(result.segmentation_node.GetNodeReferenceID(
+            result.segmentation_node.GetReferenceImageGeometryReferenceRole()))
+        heatmaps.show_map_in_slice_views(self.scene, mapNode, inputNode, opacity)
+
+    def setMapOpacity(self, opacity: float) -> None:
+        heatmaps.set_map_opacity(self.scene, opacity)
+
+    def setMapThreshold(self, threshold: float) -> None:
+        """Evidence-map values below ``threshold`` are transparent."""
+        heatmaps.set_map_threshold(self.scene, threshold)
