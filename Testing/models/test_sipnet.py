@@ -37,11 +37,15 @@ def test_output_contract(in_channels: int, num_classes: int, spatial: tuple[int,
         assert 0.0 <= float(m.min()) and float(m.max()) <= 1.0
 
 
+def _decoder_and_skip() -> tuple[torch.Tensor, torch.Tensor]:
+    """A ReLU'd deconvolution output D and a long-connection feature H of the same shape."""
+    return torch.relu(torch.randn(1, 3, 4, 4, 4)), torch.randn(1, 3, 4, 4, 4)
+
+
 def test_attention_module_paper_gate_is_the_sigmoid_of_the_long_connection() -> None:
     """Eq. 4-5: M = sigmoid(H) from the long-connection feature H, values in (0, 1), multiplied into H."""
     am = AttentionFocusedModule("paper")
-    decoder = torch.relu(torch.randn(1, 3, 4, 4, 4))
-    skip = torch.randn(1, 3, 4, 4, 4)
+    decoder, skip = _decoder_and_skip()
     out, share = am(decoder, skip, return_map=True)
     assert torch.allclose(out, decoder + torch.sigmoid(skip) * skip)
     # the map: the mask averaged over channels with the long-connection signal |H| as weights
@@ -57,8 +61,7 @@ def test_attention_module_paper_gate_is_the_sigmoid_of_the_long_connection() -> 
 def test_attention_module_code_gate_follows_the_authors_code() -> None:
     """The authors' code: out = D + sigmoid(D) * skip; its [0.5, 1) gate is reported as 2M - 1 in [0, 1)."""
     am = AttentionFocusedModule("code")
-    decoder = torch.relu(torch.randn(1, 3, 4, 4, 4))
-    skip = torch.randn(1, 3, 4, 4, 4)
+    decoder, skip = _decoder_and_skip()
     out, share = am(decoder, skip, return_map=True)
     assert torch.allclose(out, decoder + torch.sigmoid(decoder) * skip)
     _, silent = am(torch.zeros_like(decoder), skip, return_map=True)
