@@ -1,7 +1,7 @@
 """Bundle an exported model into the package so a fresh install runs it with no download.
 
 ``python -m training bundle --model-dir runs/<recipe>/fold_<k>/export`` copies the exported weights
-into ``MedSegAttentionLib/bundled/``, writes the export's card into ``MedSegAttentionLib/catalog/``
+into ``MedSegAttentionLib/modelstore/bundled/``, writes the export's card into ``MedSegAttentionLib/modelstore/catalog/``
 with ``weights.bundled: true`` (same SHA-256: the store verifies the bundled file like any other),
 and stores the model's output on a seeded synthetic input (:func:`reference_input`) next to the
 tests, so a test can prove the shipped weights still reproduce what was bundled. Bundled weights are

@@ -23,6 +23,6 @@ def default_store_root() -> Path:
 
 
 def bundled_weights_dir() -> Path:
-    """Weights shipped inside the package (``MedSegAttentionLib/bundled``): cards whose ``weights.bundled``
+    """Weights shipped inside the package (``MedSegAttentionLib/modelstore/bundled``): cards whose ``weights.bundled``
     is true run on a fresh install with no download; an installed file of the same name takes precedence."""
     return Path(__file__).resolve().parent / "bundled"

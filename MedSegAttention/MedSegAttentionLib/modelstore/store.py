@@ -4,7 +4,7 @@ Location: the ``root`` argument, else ``$MEDSEG_MODEL_DIR``, else the user's cac
 (``~/.cache/medsegattention/models``, ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS).
 Layout: ``cards/<id>.json`` for models installed with their own card (trained here or brought by the
 user), ``weights/<file>.safetensors`` for weights. A card whose ``weights.bundled`` is true finds its
-weights in the package (``MedSegAttentionLib/bundled``) unless a file of that name is installed in the
+weights in the package (``MedSegAttentionLib/modelstore/bundled``) unless a file of that name is installed in the
 store. A catalog card without weights is listed as "not installed" with the command that installs or
 trains it.
 """
