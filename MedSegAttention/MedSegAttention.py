@@ -50,12 +50,22 @@ class MedSegAttention(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MedSegAttention contributors"]
         self.parent.helpText = _(
-            "Segment CT and MR volumes with published attention networks (SIP-Net, ConResNet, ANU-Net, "
-            "RA-UNet, RSTN) and see the evidence they used (attention masks, context residuals, saliency) "
-            "as heat maps over the image. Inference runs in a separate process; Cancel stops it."
+            "Segment 3D CT and MR volumes with published attention networks and see the evidence each network "
+            "used (attention masks, context residuals, saliency, and an uncertainty map from test-time mirroring) "
+            "as heat maps whose legends say what the values mean. Ships ready to run with a left-atrium model for "
+            "3D late-gadolinium-enhanced MR (compact SIP-Net trained on the LeftAtrium2018 data); the prostate, "
+            "pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their weights are "
+            "installed. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
+            "For research use only, not for clinical decisions. "
+            '<a href="https://github.com/MedSegAttention/MedSegAttention#readme">User guide</a>.'
         )
         self.parent.acknowledgementText = _(
-            "The networks follow their original publications; see the model cards for citations and licences."
+            "Networks after: Zhu et al., Neural Computing and Applications 2020 (SIP-Net, arXiv:2010.04920); "
+            "Zhang et al., IEEE TMI 2021 (ConResNet, doi:10.1109/TMI.2020.3034995); Li et al., Computers &amp; "
+            "Graphics 2020 (ANU-Net, doi:10.1016/j.cag.2020.05.003); Jin et al., Frontiers in Bioengineering and "
+            "Biotechnology 2020 (RA-UNet, doi:10.3389/fbioe.2020.605132); Yu et al., CVPR 2018 (RSTN, "
+            "arXiv:1709.04518). Left-atrium data: Xiong et al., Medical Image Analysis 2021 (2018 Atrial "
+            "Segmentation Challenge), as cropped by Yu et al., MICCAI 2019. Each model card lists its citation and licence."
         )
 
 

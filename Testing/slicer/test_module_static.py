@@ -154,6 +154,24 @@ def test_extension_cmake_metadata() -> None:
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
     assert "add_subdirectory(MedSegAttention)" in text
+    assert 'set(EXTENSION_MINIMUM_SLICER_VERSION "5.10")' in text and "5.10" in re.search(
+        r'set\(EXTENSION_DESCRIPTION "([^"]+)"\)', text).group(1)
+
+
+def test_extension_index_entry_license_and_help_say_what_ships() -> None:
+    """Extensions Index readiness: catalog entry (PyTorch as build dependency), licence, honest help text."""
+    import json
+
+    entry = json.loads((REPO / "Resources" / "ExtensionsIndex" / "MedSegAttention.json").read_text())
+    assert entry["build_dependencies"] == ["PyTorch"] and entry["category"] == "Segmentation"
+    assert entry["scm_url"].startswith("https://") and entry["scm_revision"]
+    assert "Apache License" in (REPO / "LICENSE.txt").read_text()
+    module = MODULE_PY.read_text()
+    for phrase in ("left-atrium model", "5.10 or later", "research use only", "User guide"):
+        assert phrase in module.lower() or phrase in module, phrase
+    for citation in ("arXiv:2010.04920", "doi:10.1109/TMI.2020.3034995", "doi:10.1016/j.cag.2020.05.003",
+                     "doi:10.3389/fbioe.2020.605132", "arXiv:1709.04518"):
+        assert citation in module, citation
 
 
 RAW_URL = re.compile(r"https://raw\.githubusercontent\.com/[^/\s\"]+/[^/\s\"]+/main/([^\s\"]+)")
