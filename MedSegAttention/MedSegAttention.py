@@ -373,7 +373,9 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         model = self._selectedModel()
         if model is not None and self._parameterNode:
             self._parameterNode.modelId = model["id"]
-            self.ui.modelInfoLabel.text = model.get("title", "") if model.get("installed") else model.get("how_to_install", "")
+            choice = child_reports.model_choice(model)
+            self.ui.modelInfoLabel.text = choice.label if choice.enabled else choice.reason
+            self.ui.modelComboBox.toolTip = choice.tooltip
         self.ui.levelComboBox.enabled = self._usesLevels()
         self._updateApplyButton()
         self._updateLevels()
@@ -394,14 +396,14 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
         self.ui.modelsListWidget.clear()
-        for model in self._models:
-            state = "" if model.get("installed") else _(" (not installed)")
-            self.ui.modelComboBox.addItem(model.get("title", model["id"]) + state, model["id"])
-            shipped = _(" (bundled with the extension)") if model.get("bundled") else ""
-            self.ui.modelsListWidget.addItem(f"{model['id']}: {model.get('title', '')}{state}{shipped}")
-        ids = [m["id"] for m in self._models]
-        firstReady = next((i for i, m in enumerate(self._models) if m.get("installed")), 0)
-        self.ui.modelComboBox.currentIndex = ids.index(wanted) if wanted in ids else (firstReady if ids else -1)
+        for index, model in enumerate(self._models):
+            choice = child_reports.model_choice(model)
+            self.ui.modelComboBox.addItem(choice.label, choice.model_id)
+            self.ui.modelComboBox.setItemData(index, choice.tooltip, qt.Qt.ToolTipRole)
+            self.ui.modelComboBox.model().item(index).setEnabled(choice.enabled)  # greyed: cannot run yet
+            self.ui.modelsListWidget.addItem(choice.label)
+            self.ui.modelsListWidget.item(index).setToolTip(choice.tooltip)
+        self.ui.modelComboBox.currentIndex = child_reports.first_ready_index(self._models, wanted)
         self.ui.modelComboBox.blockSignals(wasBlocked)
         self.onModelChanged(self.ui.modelComboBox.currentIndex)
 

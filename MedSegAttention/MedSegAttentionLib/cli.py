@@ -137,10 +137,7 @@ def _shard(cases: list[Path]) -> tuple[list[Path], str | None]:
 def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
     entries = store.catalog()
     if args.json:
-        print(json.dumps([{"id": e.card.id, "title": e.card.title, "installed": e.installed, "origin": e.origin,
-                           "bundled": store.is_bundled(e.card),
-                           "how_to_install": e.how_to_install, "levels": list(e.card.inference.get("levels") or [])}
-                          for e in entries], indent=2))
+        print(json.dumps([_model_entry(e, store) for e in entries], indent=2))
         return EXIT_OK
     print(f"model store: {store.root}")
     for e in entries:
@@ -149,6 +146,37 @@ def cmd_models(args: argparse.Namespace, store) -> int:  # noqa: ANN001
         if not e.installed:
             print(f"  {'':28s} -> {e.how_to_install}")
     return EXIT_OK
+
+
+def _model_entry(entry, store) -> dict:  # noqa: ANN001
+    """What the Slicer model list shows of a catalog entry: state, how to install, and the card's facts."""
+    card = entry.card
+    provenance = (card.weights or {}).get("provenance") or {}
+    validation = (provenance.get("validation") or {}).get("main") or {}
+    return {
+        "id": card.id, "title": card.title, "installed": entry.installed, "origin": entry.origin,
+        "bundled": store.is_bundled(card), "how_to_install": entry.how_to_install,
+        "levels": list(card.inference.get("levels") or []),
+        "modality": card.modality, "description": card.description, "paper": dict(card.paper),
+        "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps],
+        "parameters": _parameter_count(card),
+        "validation": {"mean_dice": validation.get("mean_dice"), "cases": validation.get("cases"),
+                       "data": provenance.get("data")} if validation else None,
+        "license": card.license,
+    }
+
+
+def _parameter_count(card) -> int | None:  # noqa: ANN001
+    """Parameters of the card's networks, counted on the meta device (no memory, no weights needed)."""
+    try:
+        import torch
+
+        from .models import build_network
+
+        with torch.device("meta"):
+            return int(sum(p.numel() for config in card.networks.values() for p in build_network(config).parameters()))
+    except Exception:  # noqa: BLE001 - a fact for a tooltip, never a reason to fail the listing
+        return None
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -167,3 +167,28 @@ def test_helper_pool_reports_updates_and_completion_and_kills_the_rest() -> None
     assert len(pool) == 0
     sleeper.wait(timeout_s=30)
     assert sleeper.exit_code is not None and sleeper.exit_code != 0
+
+
+def test_model_choices_grey_what_cannot_run_and_explain_it_in_a_tooltip() -> None:
+    from MedSegAttentionLib.cli import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--model-dir", "/nonexistent-medseg-store", "models", "--json"]) == 0
+    models = child_reports.parse_model_list(out.getvalue())
+    by_id = {m["id"]: child_reports.model_choice(m) for m in models}
+    shipped = by_id["sipnet-left-atrium-mr"]
+    assert shipped.enabled and not shipped.reason and shipped.label == "SIP-Net left atrium (LGE MR, compact)"
+    for fact in ("Modality: MR", "left atrium", "arXiv:2010.04920", "Parameters: 0.76 M", "mean Dice", "Licence: Apache-2.0",
+                 "Ships with the extension"):
+        assert fact in shipped.tooltip, fact
+    untrained = by_id["conresnet-pancreas-ct"]
+    assert not untrained.enabled and untrained.label.endswith("(no weights)")
+    assert "Install from file..." in untrained.reason and "python -m training" not in untrained.reason
+    assert "not measured on real scans yet" in untrained.tooltip and "doi:10.1109/TMI.2020.3034995" in untrained.tooltip
+    assert child_reports.first_ready_index(models) == [m["id"] for m in models].index("sipnet-left-atrium-mr")
+    assert child_reports.first_ready_index(models, "conresnet-pancreas-ct") == [m["id"] for m in models].index("conresnet-pancreas-ct")
+    assert child_reports.first_ready_index([]) == -1

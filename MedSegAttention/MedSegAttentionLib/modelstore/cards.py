@@ -65,6 +65,19 @@ class ModelCard:
         return str(self.data["modality"])
 
     @property
+    def description(self) -> str:
+        return str(self.data.get("description", ""))
+
+    @property
+    def paper(self) -> dict[str, Any]:
+        return dict(self.data["paper"])
+
+    @property
+    def license(self) -> str:
+        """Terms of use of the model (its weights and the data they were trained on); "" when not stated."""
+        return str(self.data.get("license", ""))
+
+    @property
     def input_channels(self) -> int:
         return int(self.data["input_channels"])
 

@@ -8,6 +8,7 @@ answers. Plain Python: no Qt, no Slicer, no torch.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..choices import DEVICE_CHOICES
@@ -79,3 +80,51 @@ def level_summary(table: dict[str, Any] | None) -> str:
     state = f"measuring {pending[0]}..." if pending else "measured"
     return (f"Speed {state} on {table.get('device', '?')}, {size} slices "
             "(the time per slice does not depend on the weights).")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the panel's model list: its text, whether it can run, why not, and a tooltip."""
+
+    model_id: str
+    label: str
+    enabled: bool
+    reason: str
+    tooltip: str
+
+
+def model_choice(entry: dict[str, Any]) -> ModelChoice:
+    """How ``medseg models --json``'s entry is offered: runnable models plainly, the others greyed with a
+    reason in plain language (install weights from file, or train it); the tooltip holds the card's facts."""
+    title = str(entry.get("title") or entry["id"])
+    ready = bool(entry.get("installed"))
+    reason = "" if ready else (
+        "No weights are installed for this model yet. Use 'Install from file...' in the Models section "
+        "(a .safetensors file, or an exported model card with its weights)."
+    )
+    paper = entry.get("paper") or {}
+    cite = paper.get("doi") and f"doi:{paper['doi']}" or paper.get("arxiv") and f"arXiv:{paper['arxiv']}" or ""
+    validation = entry.get("validation") or {}
+    facts = [
+        title,
+        f"Modality: {entry.get('modality', '?')}; finds: {', '.join(entry.get('labels') or []) or '?'}",
+        entry.get("description") or "",
+        f"Paper: {paper.get('title', '?')} ({paper.get('venue', '?')}, {paper.get('year', '?')}) {cite}".rstrip(),
+        f"Parameters: {format_parameters(entry['parameters'])}" if entry.get("parameters") else "",
+        (f"Accuracy: mean Dice {validation['mean_dice']:.3f} on {validation.get('cases')} unseen "
+         f"{validation.get('data') or ''} cases" if validation.get("mean_dice") is not None else "Accuracy: not measured on real scans yet"),
+        f"Evidence maps: {'; '.join(entry.get('maps') or []) or 'none'}",
+        f"Licence: {entry.get('license') or 'not stated in the model card'}",
+        "Ships with the extension." if entry.get("bundled") else "",
+        reason,
+    ]
+    label = title + ("" if ready else " (no weights)")
+    return ModelChoice(str(entry["id"]), label, ready, reason, "\n".join(f for f in facts if f))
+
+
+def first_ready_index(models: list[dict[str, Any]], wanted: str = "") -> int:
+    """The model to select: the one asked for if present, else the first that can run, else the first; -1 if none."""
+    ids = [m.get("id") for m in models]
+    if wanted in ids:
+        return ids.index(wanted)
+    return next((i for i, m in enumerate(models) if m.get("installed")), 0 if models else -1)
