@@ -270,7 +270,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentationShow3DButton.enabled = True
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
             self._fillMapComboBox()
-            self.ui.statusLabel.text = _("Done.") + ("\n" + "\n".join(warnings) if warnings else "")
+            hint = _(" Pick an evidence map under Results to overlay it.") if run.imported.map_nodes else ""
+            self.ui.statusLabel.text = _("Done.") + hint + ("\n" + "\n".join(warnings) if warnings else "")
         elif run.state is RunState.CANCELLED:
             self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
         else:
@@ -284,8 +285,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for info in self._result.description.maps:
             self.ui.mapComboBox.addItem(info.title, info.name)
         self.ui.mapComboBox.blockSignals(wasBlocked)
-        self.ui.mapComboBox.currentIndex = 1 if self._result.description.maps else 0
-        self.onMapChanged(self.ui.mapComboBox.currentIndex)
+        self.ui.mapComboBox.currentIndex = 0  # views change only when the user picks a map
 
     def onMapChanged(self, index: int) -> None:
         if self._result is None or not self._parameterNode:

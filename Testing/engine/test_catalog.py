@@ -27,8 +27,10 @@ def test_card_is_consistent_with_its_networks(model_id: str) -> None:
         produced |= {f"{role}.{m}" for m in cls.map_names} | set(cls.map_names)
     if card.inference["mode"] in ("sliding_window", "slicewise"):
         assert len(card.labels) == card.networks["main"].get("num_classes", 2) - 1
+    produced.add("uncertainty")  # made by test-time mirroring (engine), for any network
     for entry in card.maps:
         assert entry.get("source", entry["name"]) in produced, entry
+        assert (entry["kind"] == "uncertainty") == (entry.get("source", entry["name"]) == "uncertainty"), entry
     for label in card.labels:
         assert label["terminology"]["type"]["scheme"] == "SCT"
 

@@ -94,6 +94,7 @@ def test_slice_views_show_map_over_input(result_folder: Path) -> None:
     composite = scene.AddNode(slicer.vtkMRMLSliceCompositeNode())
     background = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
     heat = scene.AddNode(slicer.vtkMRMLScalarVolumeNode())
+    heat.SetAttribute(heatmaps.MAP_NAME_ATTRIBUTE, "attention_1")
     heatmaps.show_map_in_slice_views(scene, heat, background, 0.4)
     assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (background.GetID(), heat.GetID())
     assert composite.GetForegroundOpacity() == pytest.approx(0.4)
@@ -101,6 +102,30 @@ def test_slice_views_show_map_over_input(result_folder: Path) -> None:
     assert composite.GetForegroundOpacity() == pytest.approx(0.7)
     heatmaps.show_map_in_slice_views(scene, None, None, 0.7)
     assert composite.GetForegroundVolumeID() is None
+
+
+def test_maps_change_only_the_map_layer_and_hiding_restores_the_users_views() -> None:
+    """A PET/CT fusion (CT behind, PET in front at 0.3) survives showing, switching and hiding a map."""
+    scene = slicer.vtkMRMLScene()
+    fused, plain = (scene.AddNode(slicer.vtkMRMLSliceCompositeNode()) for _ in range(2))
+    fused.SetLayoutName("Red")
+    plain.SetLayoutName("Green")
+    ct, pet, heat, other = (scene.AddNode(slicer.vtkMRMLScalarVolumeNode()) for _ in range(4))
+    for node, name in ((heat, "attention_1"), (other, "uncertainty")):
+        node.SetAttribute(heatmaps.MAP_NAME_ATTRIBUTE, name)
+    fused.SetBackgroundVolumeID(ct.GetID())
+    fused.SetForegroundVolumeID(pet.GetID())
+    fused.SetForegroundOpacity(0.3)
+    heatmaps.set_map_opacity(scene, 0.9)  # the slider before any map is shown: not the user's fusion
+    assert fused.GetForegroundOpacity() == pytest.approx(0.3)
+    heatmaps.show_map_in_slice_views(scene, heat, ct, 0.5)
+    heatmaps.show_map_in_slice_views(scene, other, ct, 0.6)  # switching keeps the first saved state
+    assert fused.GetBackgroundVolumeID() == ct.GetID() and fused.GetForegroundVolumeID() == other.GetID()
+    assert plain.GetBackgroundVolumeID() == ct.GetID()  # an empty view gets the input behind the map
+    heatmaps.show_map_in_slice_views(scene, None, ct, 0.6)
+    assert (fused.GetBackgroundVolumeID(), fused.GetForegroundVolumeID()) == (ct.GetID(), pet.GetID())
+    assert fused.GetForegroundOpacity() == pytest.approx(0.3)
+    assert plain.GetForegroundVolumeID() is None and fused.GetAttribute(heatmaps.SAVED_OPACITY) is None
 
 
 def test_empty_label_gets_an_empty_segment_and_unknown_values_warn(tmp_path: Path) -> None:

@@ -123,18 +123,45 @@ def _composite_nodes(scene: "slicer.vtkMRMLScene") -> list["slicer.vtkMRMLSliceC
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
 
 
+#: composite-node attributes holding what the foreground layer showed before the first map was put there
+SAVED_FOREGROUND = "MedSegAttention.SavedForegroundVolumeID"
+SAVED_OPACITY = "MedSegAttention.SavedForegroundOpacity"
+
+
+def _shows_a_map(scene: "slicer.vtkMRMLScene", composite: "slicer.vtkMRMLSliceCompositeNode") -> bool:
+    node = scene.GetNodeByID(composite.GetForegroundVolumeID()) if composite.GetForegroundVolumeID() else None
+    return node is not None and node.GetAttribute(MAP_NAME_ATTRIBUTE) is not None
+
+
 def show_map_in_slice_views(
     scene: "slicer.vtkMRMLScene",
     map_node: "slicer.vtkMRMLScalarVolumeNode | None",
     background: "slicer.vtkMRMLScalarVolumeNode | None",
     opacity: float,
 ) -> None:
-    """Input in the background, the map (or nothing) in the foreground of every slice view; only its legend shows."""
+    """Put the map in the foreground layer of every slice view (or take it out); only its legend shows.
+
+    Only the foreground layer changes, and only when the user picks a map: the background stays what
+    the user had (the input is set only in a view that shows nothing), so a PET/CT fusion or another
+    series survives. What the foreground showed before the first map (volume and opacity) is saved on
+    the view and restored when the map is hidden (``map_node`` None).
+    """
     for composite in _composite_nodes(scene):
-        if background is not None:
-            composite.SetBackgroundVolumeID(background.GetID())
-        composite.SetForegroundVolumeID(map_node.GetID() if map_node is not None else None)
-        composite.SetForegroundOpacity(opacity)
+        if map_node is not None:
+            if not _shows_a_map(scene, composite) and composite.GetAttribute(SAVED_OPACITY) is None:
+                composite.SetAttribute(SAVED_FOREGROUND, composite.GetForegroundVolumeID() or "")
+                composite.SetAttribute(SAVED_OPACITY, repr(composite.GetForegroundOpacity()))
+            if background is not None and not composite.GetBackgroundVolumeID():
+                composite.SetBackgroundVolumeID(background.GetID())
+            composite.SetForegroundVolumeID(map_node.GetID())
+            composite.SetForegroundOpacity(opacity)
+        elif composite.GetAttribute(SAVED_OPACITY) is not None:
+            composite.SetForegroundVolumeID(composite.GetAttribute(SAVED_FOREGROUND) or None)
+            composite.SetForegroundOpacity(float(composite.GetAttribute(SAVED_OPACITY)))
+            composite.RemoveAttribute(SAVED_FOREGROUND)
+            composite.RemoveAttribute(SAVED_OPACITY)
+        elif _shows_a_map(scene, composite):
+            composite.SetForegroundVolumeID(None)
     for node in map_nodes_in(scene):
         legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node)
         if legend is not None:
@@ -150,6 +177,7 @@ def set_map_threshold(scene: "slicer.vtkMRMLScene", threshold: float) -> None:
 
 
 def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:
-    """Foreground opacity of every slice view."""
+    """Foreground opacity of the slice views that show an evidence map (the others are the user's)."""
     for composite in _composite_nodes(scene):
-        composite.SetForegroundOpacity(opacity)
+        if _shows_a_map(scene, composite):
+            composite.SetForegroundOpacity(opacity)

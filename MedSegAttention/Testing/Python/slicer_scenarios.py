@@ -159,24 +159,28 @@ def _slice_views(scene: "slicer.vtkMRMLScene", names: tuple[str, ...] = ("Red", 
 
 
 def scenario_heat_map_switching(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
-    """Map by map: input behind, the chosen map in front at the chosen opacity, only its legend visible."""
+    """Map by map: input behind, the chosen map in front at the chosen opacity, only its legend visible;
+    hiding the map gives the views back as they were."""
     volume, image, _ = _setup_input(scene, workdir)
     views = _slice_views(scene)
     imported = import_result(scene, write_result_folder(workdir / "result", image), volume)
     legends = {name: slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node) for name, node in imported.map_nodes.items()}
+    before = {view.GetID(): (view.GetForegroundVolumeID(), view.GetForegroundOpacity()) for view in views}
     for shown in [*imported.map_nodes, None]:
         map_node = imported.map_nodes.get(shown) if shown else None
         heatmaps.show_map_in_slice_views(scene, map_node, volume, 0.35)
         for view in views:
-            expected_front = map_node.GetID() if map_node is not None else None
+            expected_front = map_node.GetID() if map_node is not None else before[view.GetID()][0]
             if (view.GetBackgroundVolumeID(), view.GetForegroundVolumeID()) != (volume.GetID(), expected_front):
                 raise AssertionError(f"{view.GetLayoutName()} shows {view.GetBackgroundVolumeID()} / "
                                      f"{view.GetForegroundVolumeID()}, expected {volume.GetID()} / {expected_front}")
-            if abs(view.GetForegroundOpacity() - 0.35) > 1e-9:
-                raise AssertionError(f"foreground opacity {view.GetForegroundOpacity()} != 0.35")
+            expected_opacity = 0.35 if map_node is not None else before[view.GetID()][1]
+            if abs(view.GetForegroundOpacity() - expected_opacity) > 1e-9:
+                raise AssertionError(f"foreground opacity {view.GetForegroundOpacity()} != {expected_opacity}")
         visible = sorted(name for name, legend in legends.items() if legend.GetVisibility())
         if visible != ([shown] if shown else []):
             raise AssertionError(f"legends visible for {visible} while showing {shown}")
+    heatmaps.show_map_in_slice_views(scene, next(iter(imported.map_nodes.values())), volume, 0.35)
     heatmaps.set_map_opacity(scene, 0.8)
     if any(abs(view.GetForegroundOpacity() - 0.8) > 1e-9 for view in views):
         raise AssertionError("the opacity slider did not reach every slice view")
