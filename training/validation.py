@@ -16,9 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.pipelines import pipeline_for
 from MedSegAttentionLib.inference.runcontext import RunContext
-from MedSegAttentionLib.inference.sliding_window import sliding_window_inference, slicewise_inference
 
 from .preprocessed import Volume
 
@@ -30,17 +29,18 @@ __all__ = ["predict_volume", "validate"]
 
 def predict_volume(net: torch.nn.Module, image: np.ndarray, recipe: Mapping[str, Any], card: Mapping[str, Any],
                    device: torch.device, batch_size: int = 2) -> np.ndarray:
-    """Class-index prediction (*spatial) of a prepared (C, *spatial) array."""
+    """Class-index prediction (*spatial) of a prepared (C, *spatial) array, by the engine's own pipeline
+    for one network: slice by slice (2D stages, the recipe's slice context) or the card's windows (3D)."""
     ctx = RunContext(device=device, batch_size=batch_size, amp=False)
     volume = torch.from_numpy(np.ascontiguousarray(image))
-    sampling = recipe["sampling"]
+    sampling, inference = recipe["sampling"], dict(card.get("inference", {}))
     if sampling["mode"] == "slice":
-        probs, _ = slicewise_inference(volume, net, ctx, context=int(sampling.get("slice_context") or 0))
+        mode, inference = "slicewise", {"slice_context": int(sampling.get("slice_context") or 0)}
     else:
-        inference = card.get("inference", {})
-        patch = patch_size_zyx(inference) if "patch_size" in inference else patch_size_zyx(sampling)
-        probs, _ = sliding_window_inference(volume, net, patch, ctx, overlap=float(inference.get("overlap", 0.5)),
-                                            blend=str(inference.get("blend", "gaussian")))
+        mode = "sliding_window"
+        if "patch_size" not in inference:
+            inference["patch_size"] = sampling["patch_size"]
+    probs, _ = pipeline_for(mode)(volume, {"main": net}, inference, ctx, False)
     return probs.argmax(0).cpu().numpy()
 
 
