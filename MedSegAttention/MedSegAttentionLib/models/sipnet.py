@@ -180,7 +180,8 @@ class SIPNet(SegmentationNetwork):
       deconvolutions alone hold 4.65 M.
     * Not part of the network and left to the trainer: the code's BCE loss weights
       [0.1, 0.15, 0.25, 0.5] for the three side outputs (coarsest first, the order of
-      ``deep_supervision``) and the main output, L2 weight decay 5e-4, SGD (lr 1e-4, momentum 0.9).
+      ``deep_supervision``) and the main output, the Keras L2 regulariser 5e-4 (SGD weight decay 1e-3
+      in PyTorch's convention, recipe ``sipnet-prostate-mr``), SGD (lr 1e-4, momentum 0.9).
 
     Args:
         in_channels: input channels (1 for T2 prostate MR).
