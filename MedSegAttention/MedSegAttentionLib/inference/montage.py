@@ -33,7 +33,7 @@ def save_montage(
     lo, hi = np.percentile(grey, [1, 99])
     spacing = image.GetSpacing()
     slices = _slices_to_show(labels, count)
-    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.6 if heat is not None else 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(slices), figsize=(3 * len(slices), 3.9 if heat is not None else 3.2), squeeze=False)
     shown = None
     for ax, z in zip(axes[0], slices):
         ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi, aspect=spacing[1] / spacing[0])
@@ -44,9 +44,9 @@ def save_montage(
                 ax.contour(labels[z] == value, levels=[0.5], colors=[plt.cm.tab10(int(value) % 10)], linewidths=1.0)
         ax.set_title(f"slice {z}", fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.27 if shown is not None else 0.02, wspace=0.04)
     if shown is not None:
-        bar = fig.colorbar(shown, ax=list(axes[0]), orientation="horizontal", fraction=0.05, pad=0.02, aspect=60)
+        bar = fig.colorbar(shown, cax=fig.add_axes((0.2, 0.13, 0.6, 0.04)), orientation="horizontal")
         bar.set_label(heat_title or "evidence map (0-1)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     fig.savefig(str(path), dpi=90)
