@@ -15,6 +15,7 @@ from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.modelstore.weights import sha256_file
 from training.bundling import MAX_BUNDLED_BYTES, REFERENCE_DIR, reference_probabilities
+from training.evaluate import map_spread
 
 MODEL_ID = "sipnet-left-atrium-mr"
 CARD = next(card for card in builtin_cards() if card.id == MODEL_ID)
@@ -50,17 +51,25 @@ def test_bundled_model_reproduces_its_reference_output(tmp_path) -> None:
 
 
 def test_segments_a_real_lge_mr_scan_it_was_not_trained_on(shared_data, tmp_path) -> None:
-    """A validation case of the bundled model's own fold, through `medseg segment` from a fresh store."""
+    """A validation case of the bundled model's own fold, through `medseg segment` from a fresh store, with
+    test-time mirroring: exact geometry, Dice > 0.8, an attention map that shows the atrium, an uncertainty map."""
     case = CARD.weights["provenance"]["val_cases"][0]
     image = shared_data / "LeftAtrium2018" / "imagesTr" / f"{case}.nii.gz"
     truth = sitk.ReadImage(str(shared_data / "LeftAtrium2018" / "labelsTr" / f"{case}.nii.gz"))
     out = tmp_path / "out"
     assert medseg(["--model-dir", str(tmp_path / "fresh"), "segment", str(image), "--model", MODEL_ID,
-                   "--device", "cpu", "--output-dir", str(out), "--maps", "all"]) == 0
+                   "--device", "cpu", "--output-dir", str(out), "--maps", "all", "--tta"]) == 0
     label = sitk.ReadImage(str(next(out.rglob("segmentation.nrrd"))))
     assert label.GetSize() == truth.GetSize() and np.allclose(label.GetOrigin(), truth.GetOrigin())
     assert np.allclose(label.GetSpacing(), truth.GetSpacing()) and np.allclose(label.GetDirection(), truth.GetDirection())
     pred, gt = sitk.GetArrayFromImage(label) > 0, sitk.GetArrayFromImage(truth) > 0
     dice = 2 * np.logical_and(pred, gt).sum() / (pred.sum() + gt.sum())
     assert dice > 0.8, f"Dice {dice:.3f} on {case}"
-    assert len(list((out).rglob("maps/*.nrrd"))) == len(CARD.maps)
+    maps = {p.stem: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in out.rglob("maps/*.nrrd")}
+    assert sorted(maps) == sorted(m["name"] for m in CARD.maps)
+    spacing = tuple(reversed(truth.GetSpacing()))
+    for entry in CARD.maps:
+        if entry["kind"] == "attention":  # every attention map offered shows structure near the atrium
+            assert map_spread(maps[entry["name"]], gt, spacing) >= 0.3, entry["name"]
+    uncertainty = maps["uncertainty"]
+    assert 0.0 <= uncertainty.min() and uncertainty.max() <= 1.0 and uncertainty.max() > 0.1

@@ -46,7 +46,7 @@ def test_report_table_boxplot_and_montage(two_folds, phantom_sets, tmp_path, cap
     out = tmp_path / "report"
     assert main(["report", "--experiment", f"compact={two_folds}", "--out", str(out),
                  "--montage-data", str(phantom_sets["prostate"]), "--device", "cpu"]) == 0
-    table = (out / "cv_table.md").read_text()
+    table = (out / "cv_table.md").read_text(encoding="utf-8")
     rows = [line for line in table.splitlines() if line.startswith("| compact |")]
     assert [row.split("|")[2].strip() for row in rows] == ["0", "1"]
     for fold, row in enumerate(rows):  # the table's Dice is the per-case mean of evaluate's CSV
