@@ -1,7 +1,7 @@
 """Preprocessed-volume cache: each training case on the model grid, exactly as inference sees it.
 
-Preprocessing is the card's spec run by :func:`MedSegAttentionLib.inference.preprocessing.resample_to_model_grid`
-and the card's intensity normalisation, what inference runs; the label is resampled onto the same
+Preprocessing is :func:`MedSegAttentionLib.inference.preprocessing.preprocess_with_background`, the
+card's spec exactly as inference runs it (:func:`~MedSegAttentionLib.inference.preprocessing.preprocess`); the label is resampled onto the same
 model grid with nearest neighbour. Each case is preprocessed once and cached as
 ``<cache>/<spec hash>/<case>.npz`` (float32 image, int16 raw label, spacing, the normalised value of a
 zero voxel); the hash covers the spec, so a changed spacing or normalisation never reuses stale
@@ -22,9 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from MedSegAttentionLib.inference.preprocessing import (
-    PreprocessingSpec, intensity_transform, resample_like, resample_to_model_grid,
-)
+from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, preprocess_with_background, resample_like
 
 from .case_reading import check_case_geometry, read_case_image, read_case_label
 from .raw_dataset import Case
@@ -60,10 +58,7 @@ def spec_hash(spec: PreprocessingSpec) -> str:
 def preprocess_case(case: Case, spec: PreprocessingSpec) -> Volume:
     """Read a case, run the inference preprocessing on the image and put the label on its grid."""
     check_case_geometry(case)
-    raw, grid = resample_to_model_grid(read_case_image(case), spec)
-    transforms = [intensity_transform(channel, spec.intensity) for channel in raw]
-    array = np.stack([f(channel) for f, channel in zip(transforms, raw)])
-    background = tuple(float(f(np.zeros(1, np.float32))[0]) for f in transforms)
+    array, grid, background = preprocess_with_background(read_case_image(case), spec)
     on_grid = resample_like(read_case_label(case), grid, sitk.sitkNearestNeighbor)
     label = np.rint(sitk.GetArrayFromImage(on_grid)).astype(np.int16)
     spacing = tuple(float(s) for s in reversed(grid.GetSpacing()))

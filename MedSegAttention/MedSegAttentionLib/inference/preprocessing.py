@@ -119,15 +119,24 @@ def resample_to_model_grid(image: sitk.Image, spec: PreprocessingSpec) -> tuple[
     return (array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)), grid
 
 
+def preprocess_with_background(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image, tuple[float, ...]]:
+    """:func:`preprocess` plus the normalised value of a zero voxel per channel (what training fills a
+    larger, zero-padded field of view with)."""
+    array, grid = resample_to_model_grid(image, spec)
+    transforms = [intensity_transform(channel, spec.intensity) for channel in array]
+    normalised = np.stack([f(channel) for f, channel in zip(transforms, array)])
+    background = tuple(float(f(np.zeros(1, np.float32))[0]) for f in transforms)
+    return normalised, grid, background
+
+
 def preprocess(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image]:
     """Resample to the model spacing and normalise.
 
     Returns the (C, z, y, x) float32 array on the model grid and that grid (an image whose geometry
     the outputs are defined on).
     """
-    array, grid = resample_to_model_grid(image, spec)
-    normalised = np.stack([normalise_intensity(channel, spec.intensity) for channel in array])
-    return normalised, grid
+    array, grid, _ = preprocess_with_background(image, spec)
+    return array, grid
 
 
 def array_to_image(array: np.ndarray, grid: sitk.Image) -> sitk.Image:

@@ -73,7 +73,8 @@ class RunContext:
     @property
     def amp_dtype(self) -> torch.dtype:
         """bf16 where the GPU supports it (same range as fp32, no overflow), else fp16."""
-        return mixed_precision(self.device, self.precision or "auto")[1] if self.use_amp else torch.float16
+        enabled, dtype = mixed_precision(self.device, (self.precision or "auto") if self.amp else "none")
+        return dtype if enabled else torch.float16
 
     @property
     def use_channels_last(self) -> bool:
