@@ -171,10 +171,10 @@ def _parameter_count(card) -> int | None:  # noqa: ANN001
     try:
         import torch
 
-        from .models import build_network
+        from .models import build_network, count_parameters
 
         with torch.device("meta"):
-            return int(sum(p.numel() for config in card.networks.values() for p in build_network(config).parameters()))
+            return sum(count_parameters(build_network(config)) for config in card.networks.values())
     except Exception:  # noqa: BLE001 - a fact for a tooltip, never a reason to fail the listing
         return None
 
