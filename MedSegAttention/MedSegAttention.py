@@ -7,7 +7,6 @@ process, so the GUI stays responsive, a GPU out-of-memory cannot take Slicer dow
 really stops it.
 """
 
-import hashlib
 import importlib
 import os
 import sys
@@ -32,9 +31,12 @@ from slicer.util import VTKObservationMixin
 from MedSegAttentionLib.choices import PRUNING_LEVELS
 from MedSegAttentionLib.slicer_support import child_reports, dependencies
 from MedSegAttentionLib.slicer_support.panel_logic import PanelLogic
-from MedSegAttentionLib.slicer_support.process_runner import ExitStatus, HelperPool
+from MedSegAttentionLib.slicer_support.process_runner import HelperPool
 from MedSegAttentionLib.scene import heatmaps
 from MedSegAttentionLib.scene.run import RunState
+from MedSegAttentionGui import installs, texts
+from MedSegAttentionGui.levels_section import LevelsSection
+from MedSegAttentionGui.models_section import ModelsSection
 
 LEVELS = list(PRUNING_LEVELS)
 DEVICES = list(child_reports.DEVICES)
@@ -49,24 +51,8 @@ class MedSegAttention(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["MedSegAttention contributors"]
-        self.parent.helpText = _(
-            "Segment 3D CT and MR volumes with published attention networks and see the evidence each network "
-            "used (attention masks, context residuals, saliency, and an uncertainty map from test-time mirroring) "
-            "as heat maps whose legends say what the values mean. Ships ready to run with a left-atrium model for "
-            "3D late-gadolinium-enhanced MR (compact SIP-Net trained on the LeftAtrium2018 data); the prostate, "
-            "pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their weights are "
-            "installed. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
-            "For research use only, not for clinical decisions. "
-            '<a href="https://github.com/MedSegAttention/MedSegAttention#readme">User guide</a>.'
-        )
-        self.parent.acknowledgementText = _(
-            "Networks after: Zhu et al., Neural Computing and Applications 2020 (SIP-Net, arXiv:2010.04920); "
-            "Zhang et al., IEEE TMI 2021 (ConResNet, doi:10.1109/TMI.2020.3034995); Li et al., Computers &amp; "
-            "Graphics 2020 (ANU-Net, doi:10.1016/j.cag.2020.05.003); Jin et al., Frontiers in Bioengineering and "
-            "Biotechnology 2020 (RA-UNet, doi:10.3389/fbioe.2020.605132); Yu et al., CVPR 2018 (RSTN, "
-            "arXiv:1709.04518). Left-atrium data: Xiong et al., Medical Image Analysis 2021 (2018 Atrial "
-            "Segmentation Challenge), as cropped by Yu et al., MICCAI 2019. Each model card lists its citation and licence."
-        )
+        self.parent.helpText = texts.helpText()
+        self.parent.acknowledgementText = texts.acknowledgementText()
 
 
 @parameterNodeWrapper
@@ -96,14 +82,10 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         self._result = None
         self._helpers = HelperPool()  # device query, level timing, model list and installs
-        self._models = []
         self._devicePreferenceApplied = False
         self._deviceLabels = []
         self._devicesInfo = None  # what the device query found; None until it answered
         self._requirementsMet = False
-        self._levelLabels = []
-        self._levelKey = None  # the model/device/hardware whose level table is shown or being measured
-        self._levelRunner = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onTimer)
@@ -115,18 +97,16 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSegAttentionLogic()
+        self._levels = LevelsSection(self.ui, self.logic, self._startHelper, self._levelState)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onMapChanged)
-        self.ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshModels)
-        self.ui.installFromFileButton.connect("clicked(bool)", self.onInstallFromFile)
-        self.ui.installFromUrlButton.connect("clicked(bool)", self.onInstallFromUrl)
-        self.ui.openModelFolderButton.connect("clicked(bool)", self.onOpenModelFolder)
-        self.ui.modelFolderPathLineEdit.currentPath = self.logic.modelFolderSetting()
-        self.ui.modelFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelFolderChanged)
+        self._modelsSection = ModelsSection(
+            self.ui, self.logic, self.parent, self._startHelper, self._ensureDependencies, self.onModelChanged,
+            lambda: self._parameterNode.modelId if self._parameterNode else "")
         self.ui.defaultDeviceComboBox.currentText = self.logic.preferredDevice()
         self.ui.defaultDeviceComboBox.connect("currentTextChanged(QString)", self.onDefaultDeviceChanged)
 
@@ -134,14 +114,14 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._startHelper(self.logic.startDeviceQuery(), self._onDevicesDetected)
         self._requirementsMet = not self.logic.missingRequirements()
         if self._requirementsMet:
-            self.onRefreshModels()
+            self._modelsSection.onRefreshModels()
         else:
             self.ui.modelInfoLabel.text = _(
                 "Required Python packages are not installed yet. Open 'Models' and click Refresh to install them."
             )
 
     def onReload(self) -> None:
-        """Developer 'Reload': reload MedSegAttentionLib too (importlib, not the removed imp module)."""
+        """Developer 'Reload': reload the library packages too (importlib, not the removed imp module)."""
         _reloadLibrary()
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -195,14 +175,13 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._updateApplyButton()
-        self._updateLevels()
+        self._levels.update()
         if self._result is not None:
             self.logic.setMapOpacity(self._parameterNode.mapOpacity)
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
 
     def _selectedModel(self):
-        index = self.ui.modelComboBox.currentIndex
-        return self._models[index] if 0 <= index < len(self._models) else None
+        return self._modelsSection.selected()
 
     def _updateApplyButton(self) -> None:
         if self._run is not None:
@@ -247,7 +226,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not running:
             self.ui.levelComboBox.enabled = self._usesLevels()
             self._updateApplyButton()
-            self._updateLevels()
+            self._levels.update()
 
     def _pollRun(self) -> None:
         for event in self._run.poll():
@@ -315,59 +294,20 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         summary, self._deviceLabels = child_reports.describe_devices(self._devicesInfo)
         self.ui.deviceInfoLabel.text = summary
         self._applyComboLabels()
-        self._updateLevels()
+        self._levels.update()
 
     def _applyComboLabels(self) -> None:
-        for combo, labels in ((self.ui.deviceComboBox, self._deviceLabels), (self.ui.levelComboBox, self._levelLabels)):
-            for index, text in enumerate(labels[:combo.count]):
-                combo.setItemText(index, text)
+        for index, text in enumerate(self._deviceLabels[:self.ui.deviceComboBox.count]):
+            self.ui.deviceComboBox.setItemText(index, text)
+        self._levels.applyLabels()
 
     def _usesLevels(self) -> bool:
         return bool(child_reports.model_levels(self._selectedModel()))
 
-    # ------------------------------------------------------------------ pruning levels (ANU-Net)
-    def _currentLevelKey(self):
-        """model/device/hardware the level table belongs to; None while it cannot be measured."""
-        model = self._selectedModel()
-        if not child_reports.model_levels(model) or not self._parameterNode or not (self._devicesInfo or {}).get("torch"):
-            return None
-        hardware = hashlib.sha1(self.ui.deviceInfoLabel.text.encode("utf-8")).hexdigest()[:10]
-        return f"{model['id']}-{self._parameterNode.device}-{hardware}"
-
-    def _updateLevels(self) -> None:
-        """Show each level's parameters and measured speed; measure them in a child process when unknown."""
-        uses = self._usesLevels()
-        self.ui.levelInfoLabel.visible = uses
-        key = self._currentLevelKey()
-        if key is None or key == self._levelKey or self._levelRunner is not None or self._run is not None:
-            return
-        cached = self.logic.cachedLevelTable(key)
-        if cached is None and not self._requirementsMet:
-            return  # measured once the packages are installed (Refresh lists the models again)
-        self._levelKey = key
-        self._showLevelTable(cached)
-        if cached is None:
-            self._levelRunner = self.logic.startLevelSpeed(self._selectedModel()["id"], self._parameterNode.device)
-            self._startHelper(self._levelRunner, lambda runner, k=key: self._onLevelsMeasured(runner, k),
-                              lambda runner: self._showLevelTable(runner.other.get("levels")))
-
-    def _showLevelTable(self, table) -> None:
-        self._levelLabels = child_reports.level_labels(LEVELS, table)
-        self._applyComboLabels()
-        self.ui.levelInfoLabel.text = child_reports.level_summary(table)
-
-    def _onLevelsMeasured(self, runner, key: str) -> None:
-        self._levelRunner = None
-        table = runner.other.get("levels")
-        if runner.status is ExitStatus.SUCCESS and table:
-            self.logic.storeLevelTable(key, table)
-            if key == self._levelKey:
-                self._showLevelTable(table)
-        elif key == self._levelKey:
-            self.ui.levelInfoLabel.text = _("Could not measure the levels: ") + (runner.error_message or runner.stderr_tail())
-        if key != self._currentLevelKey():
-            self._levelKey = None  # the model or device changed meanwhile: measure for the new choice
-        self._updateLevels()
+    def _levelState(self):
+        device = self._parameterNode.device if self._parameterNode else "auto"
+        return (self._selectedModel(), device, self._devicesInfo, self.ui.deviceInfoLabel.text, self._run is not None,
+                self._requirementsMet)
 
     def onModelChanged(self, index: int) -> None:
         model = self._selectedModel()
@@ -378,78 +318,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.toolTip = choice.tooltip
         self.ui.levelComboBox.enabled = self._usesLevels()
         self._updateApplyButton()
-        self._updateLevels()
-
-    def onRefreshModels(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to list the models."), waitCursor=True):
-            if not self._ensureDependencies():
-                return
-            self.ui.modelInfoLabel.text = _("Reading the model catalog...")
-            self._startHelper(self.logic.startModelList(), self._onModelsListed)
-
-    def _onModelsListed(self, runner) -> None:
-        if runner.status is not ExitStatus.SUCCESS:
-            self.ui.modelInfoLabel.text = _("Could not list the models: ") + runner.error_message
-            return
-        self._models = child_reports.parse_model_list(runner.stdout_text())
-        wanted = self._parameterNode.modelId if self._parameterNode else ""
-        wasBlocked = self.ui.modelComboBox.blockSignals(True)
-        self.ui.modelComboBox.clear()
-        self.ui.modelsListWidget.clear()
-        for index, model in enumerate(self._models):
-            choice = child_reports.model_choice(model)
-            self.ui.modelComboBox.addItem(choice.label, choice.model_id)
-            self.ui.modelComboBox.setItemData(index, choice.tooltip, qt.Qt.ToolTipRole)
-            self.ui.modelComboBox.model().item(index).setEnabled(choice.enabled)  # greyed: cannot run yet
-            self.ui.modelsListWidget.addItem(choice.label)
-            self.ui.modelsListWidget.item(index).setToolTip(choice.tooltip)
-        self.ui.modelComboBox.currentIndex = child_reports.first_ready_index(self._models, wanted)
-        self.ui.modelComboBox.blockSignals(wasBlocked)
-        self.onModelChanged(self.ui.modelComboBox.currentIndex)
-
-    def onInstallFromFile(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(
-            self.parent, _("Weights (.safetensors) or model card (.json)"), "",
-            _("Weights or model card (*.safetensors *.json)"),
-        )
-        if not path:
-            return
-        if path.lower().endswith(".json"):
-            weights = qt.QFileDialog.getOpenFileName(self.parent, _("Weights for this card"), os.path.dirname(path),
-                                                     _("Weights (*.safetensors)"))
-            if not weights:
-                return
-            runner = self.logic.startInstallWeights(weightsPath=weights, cardPath=path)
-        else:
-            model = self._selectedModel()
-            if model is None:
-                slicer.util.errorDisplay(_("Select the model these weights belong to first."))
-                return
-            runner = self.logic.startInstallWeights(modelId=model["id"], weightsPath=path)
-        self.ui.modelInfoLabel.text = _("Installing and verifying weights...")
-        self._startHelper(runner, self._onInstalled)
-
-    def onInstallFromUrl(self) -> None:
-        model = self._selectedModel()
-        if model is None:
-            slicer.util.errorDisplay(_("Select the model to download first."))
-            return
-        url = self.ui.weightsUrlLineEdit.text.strip() or None
-        self.ui.modelInfoLabel.text = _("Downloading and verifying weights...")
-        self._startHelper(self.logic.startInstallWeights(modelId=model["id"], url=url, download=True), self._onInstalled)
-
-    def _onInstalled(self, runner) -> None:
-        if runner.status is not ExitStatus.SUCCESS:
-            slicer.util.errorDisplay(_("Installing the weights failed: ") + (runner.error_message or runner.stderr_tail()))
-        self.onRefreshModels()
-
-    def onOpenModelFolder(self) -> None:
-        folder = self.logic.modelFolder()
-        folder.mkdir(parents=True, exist_ok=True)
-        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
-
-    def onModelFolderChanged(self, path: str) -> None:
-        self.logic.setModelFolderSetting(path)
+        self._levels.update()
 
     def onDefaultDeviceChanged(self, device: str) -> None:
         self.logic.setPreferredDevice(device)
@@ -482,35 +351,7 @@ class MedSegAttentionLogic(ScriptedLoadableModuleLogic, PanelLogic):
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
         """Install what is missing after one confirmation: torch through the PyTorch extension, the rest
         from requirements.txt with Slicer's NumPy, SimpleITK and VTK pinned. False if the user declines."""
-        missing = self.missingRequirements()
-        if not missing:
-            return True
-        needsTorch, others = dependencies.split_torch(missing)
-        if needsTorch:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError as exc:
-                raise RuntimeError(_("MedSegAttention needs the PyTorch extension: install it from the Extensions Manager.")) from exc
-        if askConfirmation and not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
-            dependencies.install_summary(missing), detailedText="\n".join(missing)
-        ):
-            return False
-        if needsTorch and PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT
-        ) is None:
-            return False
-        if others:
-            constraints = str(dependencies.write_constraints_file(slicer.app.temporaryPath))
-            try:
-                packaging = importlib.import_module("slicer.packaging")  # Slicer >= 5.12
-            except ImportError:
-                packaging = None
-            if packaging is not None:  # progress dialog, restart detection
-                packaging.pip_ensure(others, constraints=constraints, prompt_install=False, requester="MedSegAttention")
-            else:
-                with slicer.util.WaitCursor():
-                    slicer.util.pip_install(others + ["-c", constraints])
-        return not self.missingRequirements()
+        return installs.ensureDependencies(self.requirementsPath(), askConfirmation)
 
 
 class MedSegAttentionTest(ScriptedLoadableModuleTest):
@@ -541,8 +382,8 @@ class MedSegAttentionTest(ScriptedLoadableModuleTest):
 
 
 def _reloadLibrary() -> None:
-    """Reload MedSegAttentionLib (deepest modules first) for the developer 'Reload' button; uses importlib."""
-    names = [name for name in sys.modules if name == "MedSegAttentionLib" or name.startswith("MedSegAttentionLib.")]
+    """Reload MedSegAttentionLib and MedSegAttentionGui (deepest modules first) for the developer 'Reload' button; uses importlib."""
+    names = [name for name in sys.modules if name.split(".")[0] in ("MedSegAttentionLib", "MedSegAttentionGui")]
     for name in sorted(names, key=lambda n: -n.count(".")):
         importlib.reload(sys.modules[name])
 

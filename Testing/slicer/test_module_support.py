@@ -192,3 +192,22 @@ def test_model_choices_grey_what_cannot_run_and_explain_it_in_a_tooltip() -> Non
     assert child_reports.first_ready_index(models) == [m["id"] for m in models].index("sipnet-left-atrium-mr")
     assert child_reports.first_ready_index(models, "conresnet-pancreas-ct") == [m["id"] for m in models].index("conresnet-pancreas-ct")
     assert child_reports.first_ready_index([]) == -1
+
+
+def test_install_missing_asks_once_installs_torch_then_the_rest_under_constraints(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_text("no-such-package-medseg>=1.0\nnumpy>=1.0\n")
+    calls = []
+    declined = dependencies.install_missing(path, lambda missing: calls.append(("ask", missing)) or False,
+                                            lambda: calls.append("torch") or True, lambda *a: calls.append(a), tmp_path)
+    assert declined is False and calls == [("ask", ["no-such-package-medseg>=1.0"])]  # declined: nothing installed
+    calls.clear()
+
+    def install(lines: list[str], constraints: Path) -> None:
+        calls.append((lines, constraints.read_text().split()))
+
+    assert dependencies.install_missing(path, None, lambda: True, install, tmp_path) is False  # still missing after
+    (lines, pins), = calls
+    assert lines == ["no-such-package-medseg>=1.0"] and f"numpy=={metadata.version('numpy')}" in pins
+    path.write_text("numpy>=1.0\n")
+    assert dependencies.install_missing(path, lambda m: pytest.fail("nothing to ask"), lambda: False, install) is True

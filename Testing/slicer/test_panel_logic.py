@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from volumes import phantom_volume  # noqa: E402
 
 from MedSegAttentionLib.scene import load_volume  # noqa: E402
 from MedSegAttentionLib.slicer_support.child_reports import parse_model_list  # noqa: E402
+from MedSegAttentionLib.slicer_support.level_chooser import LevelChooser, level_key  # noqa: E402
 from MedSegAttentionLib.slicer_support.panel_logic import DictSettings, PanelLogic  # noqa: E402
-from MedSegAttentionLib.slicer_support.process_runner import ExitStatus  # noqa: E402
+from MedSegAttentionLib.slicer_support.process_runner import ExitStatus, ProcessRunner  # noqa: E402
 
 
 def test_preferences_and_level_tables_live_in_the_settings(tmp_path: Path) -> None:
@@ -64,3 +66,64 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="Select a model"):
         logic.startSegmentation(node, "")
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values
+
+
+# ------------------------------------------------------------------ the level chooser (ANU-Net level table)
+def _levels_process(table: dict | None, exit_code: int = 0) -> ProcessRunner:
+    line = "" if table is None else f"print('medseg-levels ' + {json.dumps(json.dumps(table))}, flush=True); "
+    runner = ProcessRunner([sys.executable, "-c", line + f"import sys; sys.exit({exit_code})"], expects_result=False)
+    runner.start()
+    return runner
+
+
+class _MeasuringLogic:
+    """The panel logic's level-table part (PanelLogic's settings) with the measurement a short real process."""
+
+    def __init__(self, table: dict | None, exit_code: int = 0) -> None:
+        self.panel = PanelLogic(DictSettings(), None)
+        self.table, self.exit_code, self.started = table, exit_code, []
+        self.cachedLevelTable, self.storeLevelTable = self.panel.cachedLevelTable, self.panel.storeLevelTable
+
+    def startLevelSpeed(self, modelId: str, device: str) -> ProcessRunner:  # noqa: N802,N803
+        self.started.append((modelId, device))
+        return _levels_process(self.table, self.exit_code)
+
+
+ANUNET_ENTRY = {"id": "anunet-left-atrium-mr", "levels": ["L1", "L2", "L3", "L4"]}
+
+
+def test_level_key_needs_a_model_with_levels_and_torch() -> None:
+    torch_info = {"torch": "2.13.0"}
+    key = level_key(ANUNET_ENTRY, "cpu", torch_info, "CPU: 2 cores")
+    assert key.startswith("anunet-left-atrium-mr-cpu-")
+    assert key != level_key(ANUNET_ENTRY, "cpu", torch_info, "CPU: 16 cores")  # other hardware, other table
+    assert key != level_key(ANUNET_ENTRY, "cuda", torch_info, "CPU: 2 cores")
+    assert level_key({"id": "sipnet-left-atrium-mr", "levels": []}, "cpu", torch_info, "x") is None
+    assert level_key(ANUNET_ENTRY, "cpu", None, "x") is None  # device query not answered yet
+
+
+def test_level_chooser_measures_once_caches_and_shows_errors() -> None:
+    table = {"model": "anunet-left-atrium-mr", "levels": [{"level": "L1", "parameters": 26_000, "ms_per_slice": 3.0}]}
+    logic = _MeasuringLogic(table)
+    chooser = LevelChooser(logic)
+    assert chooser.update("k1", "anunet-left-atrium-mr", "cpu", busy=False, can_measure=False) is None  # packages missing
+    assert chooser.update("k1", "anunet-left-atrium-mr", "cpu", busy=True, can_measure=True) is None  # a run is going
+    view = chooser.update("k1", "anunet-left-atrium-mr", "cpu", busy=False, can_measure=True)
+    assert view.table is None and view.runner is not None and logic.started == [("anunet-left-atrium-mr", "cpu")]
+    assert chooser.update("k2", "anunet-left-atrium-mr", "cuda", busy=False, can_measure=True) is None  # one at a time
+    view.runner.wait(timeout_s=60)
+    shown = chooser.finished(view.runner, "k1", current_key="k1")
+    assert shown.table == table and logic.cachedLevelTable("k1") == table
+    assert chooser.update("k1", "anunet-left-atrium-mr", "cpu", busy=False, can_measure=True) is None  # already shown
+    again = LevelChooser(logic)  # a new panel: from the cache, no process
+    assert again.update("k1", "anunet-left-atrium-mr", "cpu", busy=False, can_measure=False).table == table
+    assert len(logic.started) == 1
+
+    failing = _MeasuringLogic(None, exit_code=3)
+    chooser = LevelChooser(failing)
+    view = chooser.update("k3", "anunet-left-atrium-mr", "cpu", busy=False, can_measure=True)
+    view.runner.wait(timeout_s=60)
+    shown = chooser.finished(view.runner, "k3", current_key="k4")  # the user chose another device meanwhile
+    assert shown.error.startswith("Could not measure the levels") and failing.cachedLevelTable("k3") is None
+    assert chooser.key is None  # so the next update measures the new choice
+    assert chooser.update("k4", "anunet-left-atrium-mr", "cuda", busy=False, can_measure=True).runner is not None

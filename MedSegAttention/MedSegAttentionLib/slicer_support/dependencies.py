@@ -14,6 +14,7 @@ import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Callable, Optional
 
 TORCH_REQUIREMENT = ">=2.2"  # the floor passed to PyTorchUtils.installTorch
 PROTECTED_PACKAGES = ("numpy", "SimpleITK", "vtk", "torch")  # never replaced by our installs
@@ -94,3 +95,29 @@ def install_summary(missing: list[str]) -> str:
         "MedSegAttention needs to install " + "; and ".join(parts) + ". "
         f"Slicer's own {kept} are kept as they are. This takes a few minutes and happens once."
     )
+
+
+def install_missing(
+    requirements_file: str | os.PathLike[str],
+    confirm: Optional[Callable[[list[str]], bool]],
+    install_torch: Callable[[], bool],
+    install_packages: Callable[[list[str], Path], None],
+    constraints_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+    """Install what :func:`missing_requirements` lists, after one ``confirm(missing)`` (None: no question).
+
+    torch goes through ``install_torch`` (the PyTorch extension; False: not installed), the rest through
+    ``install_packages(lines, constraints_file)`` under :func:`write_constraints_file`. True when nothing
+    is missing afterwards; False if the user declined or an install left something missing.
+    """
+    missing = missing_requirements(requirements_file)
+    if not missing:
+        return True
+    if confirm is not None and not confirm(missing):
+        return False
+    needs_torch, others = split_torch(missing)
+    if needs_torch and not install_torch():
+        return False
+    if others:
+        install_packages(others, write_constraints_file(constraints_dir))
+    return not missing_requirements(requirements_file)
