@@ -95,3 +95,61 @@ def test_anunet_pruning_level_is_chosen_per_run(tmp_path) -> None:
     assert any("attention_x0_4" in w and "L1" in w for w in small.warnings)
     with pytest.raises(InputError, match="not offered"):
         segment(volume, store.card(model_id), store, device="cpu", level="L5")
+
+
+def _tiny_rstn_views(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    nets = {view: build_network(dict(TINY_RSTN, in_channels=3, num_classes=2)).eval() for view in ("axial", "coronal", "sagittal")}
+    with torch.no_grad():  # a bright blob is "pancreas" for every coarse net, so round 0 finds something to refine
+        for net in nets.values():
+            for module in net.modules():
+                if isinstance(module, torch.nn.Conv2d) and module.out_channels == 2 and module.kernel_size == (1, 1):
+                    module.bias.copy_(torch.tensor([0.5, -0.5]))
+    return nets
+
+
+def test_rstn_round_zero_is_the_fused_coarse_segmentation_then_fine_rounds_follow_it() -> None:
+    """Yu et al. 2018, "Training and Testing": Z(0) = mean of the three views' coarse probabilities; round t
+    refines with Z(t-1); the first inter-round Dice compares Z(0) and Z(1)."""
+    from MedSegAttentionLib.inference.cascades import VIEWS, _inverse, run_rstn
+    from MedSegAttentionLib.inference.runcontext import RunContext
+    from MedSegAttentionLib.inference.sliding_window import slicewise_inference
+
+    nets = _tiny_rstn_views()
+    generator = torch.Generator().manual_seed(0)
+    volume = torch.rand((1, 10, 16, 18), generator=generator)
+    volume[:, 3:7, 5:11, 6:12] += 1.0
+
+    def fused(stage: str, guide: torch.Tensor | None) -> torch.Tensor:
+        total = 0
+        for view, net in nets.items():
+            perm = VIEWS[view]
+            g = guide.permute(*[p - 1 for p in perm[1:]]) if guide is not None else None
+            probs, _ = slicewise_inference(volume.permute(*perm), net, RunContext(amp=False), context=1, guide=g, stage=stage)
+            total = total + probs.permute(*_inverse(perm))
+        return total / 3
+
+    coarse = fused("coarse", None)
+    round_one = fused("full", 1.0 - coarse[0])
+    messages: list[str] = []
+    ctx = RunContext(amp=False, progress=lambda fraction, message: messages.append(message))
+    probabilities, maps = run_rstn(volume, nets, {"slice_context": 1, "max_rounds": 1, "stop_dice": 0.99}, ctx, True)
+    torch.testing.assert_close(probabilities, round_one)
+    torch.testing.assert_close(maps["coarse_probability"][0], 1.0 - coarse[0], atol=1e-5, rtol=1e-5)
+    a, b = coarse[0] < 0.5, round_one[0] < 0.5
+    dice = 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+    assert [m for m in messages if m.startswith("round ")] == [f"round 1: inter-round Dice {dice:.3f}"]
+    assert dice < 0.99 and any("did not converge" in w and "0.99 after 1 rounds" in w for w in ctx.warnings)
+
+
+def test_rstn_defaults_are_the_papers_best_threshold_and_ten_rounds() -> None:
+    from MedSegAttentionLib.inference.cascades import RSTN_MAX_ROUNDS, RSTN_STOP_DICE
+    from pathlib import Path
+
+    from MedSegAttentionLib import modelstore
+    from MedSegAttentionLib.modelstore.cards import ModelCard
+
+    card = ModelCard.load(Path(modelstore.__file__).parent / "catalog" / "rstn-pancreas-ct.json")
+    assert RSTN_STOP_DICE == (0.90, 0.95, 0.99) and RSTN_MAX_ROUNDS == 10
+    assert card.inference["stop_dice"] == 0.99 and card.inference["max_rounds"] == 10
+    assert "light U-Net" in card.title and "FCN-8s" in card.description

@@ -48,15 +48,18 @@ def importance_map(patch: Sequence[int], blend: str, device: torch.device) -> to
 
 
 def _predict(
-    net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None
+    net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None,
+    stage: str = "full",
 ) -> Prediction:
     if ctx.use_channels_last:
         batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
-        if guide is None:
-            out = net(batch, return_maps=with_maps)
-        else:
+        if guide is not None:
             out = net.refine(batch, guide, return_maps=with_maps)  # type: ignore[operator]
+        elif stage == "coarse":
+            out = net.coarse_pass(batch, return_maps=with_maps)  # type: ignore[operator]
+        else:
+            out = net(batch, return_maps=with_maps)
     probabilities = torch.softmax(out.logits.float(), dim=1)
     return probabilities, {k: v.float() for k, v in out.maps.items()}
 
@@ -131,13 +134,15 @@ def slicewise_inference(
     context: int = 0,
     with_maps: bool = False,
     guide: torch.Tensor | None = None,
+    stage: str = "full",
 ) -> Prediction:
     """Predict a (C, D, H, W) volume with a 2D network, axial slice by slice (axis D).
 
     ``context`` neighbouring slices on each side are stacked as extra channels (RSTN uses 1: three
     slices). With ``guide`` (D, H, W), a per-slice probability, the network's ``refine(x, guide)``
-    step runs instead of its forward pass (RSTN's test-time rounds). Returns probabilities
-    (K, D, H, W) and maps (C_m, D, H, W) on the compute device.
+    step runs instead of its forward pass (RSTN's test-time rounds); ``stage="coarse"`` runs its
+    ``coarse_pass`` (RSTN's round 0). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on
+    the compute device.
     """
     volume = volume.to(ctx.device, non_blocking=True)
     if guide is not None:
@@ -150,7 +155,7 @@ def slicewise_inference(
         indices = list(range(first, min(depth, first + ctx.batch_size)))
         batch = slice_stack(volume, indices, context)
         side = guide[indices][:, None] if guide is not None else None
-        probabilities, maps = _predict(net, batch, ctx, with_maps, side)
+        probabilities, maps = _predict(net, batch, ctx, with_maps, side, stage)
         if probs_out is None:
             probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
         probs_out[:, indices] = probabilities.transpose(0, 1)

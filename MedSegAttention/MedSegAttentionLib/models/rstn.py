@@ -223,8 +223,22 @@ class RSTN(SegmentationNetwork):
         Maps: ``coarse_probability`` is the given ``probability``. Wrap in ``torch.no_grad()`` at test."""
         return self._with_side_input(x, return_maps, "probability", probability)
 
+    def coarse_pass(self, x: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
+        """The coarse network alone (paper, "Training and Testing": the test image "is first fed into
+        the coarse-scaled segmentation networks"): its logits; map ``coarse_probability``."""
+        self.check_input(x)
+        self._side_input = ("coarse", None)
+        try:
+            return super().forward(x, return_maps)
+        finally:
+            self._side_input = None
+
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
         kind, side = self._side_input if self._side_input is not None else ("", None)
+        if kind == "coarse":
+            logits = self.coarse(x)
+            maps = {"coarse_probability": foreground_probability(logits).clamp(0, 1)} if return_maps else {}
+            return SegmentationOutput(logits=logits, deep_supervision=(), maps=maps)
         coarse_logits: torch.Tensor | None = None
         if kind == "probability":
             probability = side.to(x.dtype)
