@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "slice_context": None,  # neighbours each side; None = the card's (see Recipe.for_stage)
         "view": "axial",
         "crop_to_label": None,  # {"labels": [raw values], "margin": voxels (default: card's box_margin)}
+        "resize_in_plane": None,  # (x, y): every axial slice resized to this (RA-UNet, Jin et al. Sec. III-E/F)
     },
     "augment": {
         "flip": 0.0,  # probability per axis
@@ -200,6 +201,17 @@ def _fill_from_card(data: dict[str, Any], card: Mapping[str, Any], where: str) -
     crop = sampling.get("crop_to_label")
     if crop and crop.get("margin") is None:
         crop["margin"] = int((card.get("inference") or {}).get("box_margin", 0))
+    key = RESIZED_STAGES.get(str(data.get("role")))
+    size = (card.get("inference") or {}).get(key) if key else None
+    if size is not None and sampling.get("resize_in_plane") is None:
+        sampling["resize_in_plane"] = list(size)
+    elif size is not None and list(sampling["resize_in_plane"]) != list(size):
+        raise ValueError(f"{where}: sampling.resize_in_plane {sampling['resize_in_plane']} differs from the card's "
+                         f"inference.{key} {list(size)}, which the cascade uses at inference")
+
+
+#: cascade stages whose input the RA-UNet cascade resizes in-plane, and the card setting that says to what
+RESIZED_STAGES = {"localizer": "localizer_size", "liver": "liver_box_size"}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

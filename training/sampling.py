@@ -50,6 +50,8 @@ def prepare_volume(volume: Volume, recipe: Mapping[str, Any]) -> tuple[np.ndarra
     ``crop_to_label`` is the box of the raw label values ``labels`` grown by ``margin`` (the card's
     ``inference.box_margin`` unless the recipe sets one, see :meth:`training.recipes.Recipe.for_stage`):
     RA-UNet's liver box, which the localiser gives at inference (Jin et al., Sec. IV-A/B).
+    ``resize_in_plane`` (x, y) then resizes every axial slice to that size, as the RA-UNet cascade does
+    at inference (256 x 256 localiser slices, the liver box at 224 x 224).
     """
     sampling = recipe["sampling"]
     image, label, spacing = volume.image, volume.label, volume.spacing
@@ -60,12 +62,28 @@ def prepare_volume(volume: Volume, recipe: Mapping[str, Any]) -> tuple[np.ndarra
             image, label = image[(slice(None),) + box], label[box]
     mapping = recipe["data"].get("label_mapping")
     label = map_labels(label.astype(np.int64), resolve_label_mapping(mapping)) if mapping else label.astype(np.int64)
+    if sampling.get("resize_in_plane"):
+        image, label, spacing = resize_in_plane(image, label, spacing, sampling["resize_in_plane"])
     if sampling["mode"] == "slice":
         perm = view_permutation(sampling.get("view", "axial"))
         image = np.ascontiguousarray(image.transpose(0, *[p + 1 for p in perm]))
         label = np.ascontiguousarray(label.transpose(*perm))
         spacing = tuple(spacing[p] for p in perm)
     return image, label, spacing
+
+
+def resize_in_plane(image: np.ndarray, label: np.ndarray, spacing: Sequence[float], size_xy: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(C, z, y, x) image (bilinear per slice, as the inference cascade) and (z, y, x) label (nearest)
+    resized in-plane to ``size_xy``; the spacing (z, y, x) follows."""
+    size_yx = (int(size_xy[1]), int(size_xy[0]))
+    height, width = image.shape[-2:]
+    img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).transpose(0, 1)
+    img = torch.nn.functional.interpolate(img, size=size_yx, mode="bilinear", align_corners=False).transpose(0, 1)
+    lab = torch.from_numpy(np.ascontiguousarray(label)).float()[:, None]
+    lab = torch.nn.functional.interpolate(lab, size=size_yx, mode="nearest")[:, 0].round().long()
+    new_spacing = (spacing[0], spacing[1] * height / size_yx[0], spacing[2] * width / size_yx[1])
+    return img.contiguous().numpy(), lab.numpy(), tuple(float(v) for v in new_spacing)
 
 
 def sample_seed(seed: int, step: int, index: int) -> int:

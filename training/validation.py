@@ -38,7 +38,10 @@ def predict_volume(net: torch.nn.Module, image: np.ndarray, recipe: Mapping[str,
         mode, inference = "slicewise", {"slice_context": int(sampling.get("slice_context") or 0)}
     else:
         mode = "sliding_window"
-        if "patch_size" not in inference:
+        role_patch = inference.get(f"{recipe.get('role')}_patch_size")  # a cascade stage's own windows (RA-UNet)
+        if role_patch:
+            inference["patch_size"] = role_patch
+        elif "patch_size" not in inference:
             inference["patch_size"] = sampling["patch_size"]
     probs, _ = pipeline_for(mode)(volume, {"main": net}, inference, ctx, False)
     return probs.argmax(0).cpu().numpy()

@@ -153,3 +153,73 @@ def test_rstn_defaults_are_the_papers_best_threshold_and_ten_rounds() -> None:
     assert RSTN_STOP_DICE == (0.90, 0.95, 0.99) and RSTN_MAX_ROUNDS == 10
     assert card.inference["stop_dice"] == 0.99 and card.inference["max_rounds"] == 10
     assert "light U-Net" in card.title and "FCN-8s" in card.description
+
+
+class _Recorder(SegmentationNetwork):
+    """Records the spatial size of every input; foreground where ``rule(image)`` (a fixed segmenter)."""
+
+    name = "recorder"
+
+    def __init__(self, spatial_dims: int, rule) -> None:  # noqa: ANN001
+        super().__init__()
+        self.spatial_dims, self.rule, self.sizes = spatial_dims, rule, []
+        self.in_channels, self.num_classes = 1, 2
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
+        self.sizes.append(tuple(x.shape[2:]))
+        fg = self.rule(x[:, 0]).float()
+        return SegmentationOutput(torch.stack([1 - fg, fg], 1) * 10.0 + self.dummy)
+
+
+def _liver_scene() -> torch.Tensor:
+    """(1, z, y, x): a big bright 'liver' (1.0), a small separate bright blob (1.0), a 'tumour' (2.0)
+    inside the liver and a tumour-bright spot outside any liver."""
+    volume = torch.zeros(1, 36, 60, 70)
+    volume[0, 4:30, 10:40, 12:50] = 1.0  # liver
+    volume[0, 14:20, 20:26, 25:31] = 2.0  # tumour inside the liver
+    volume[0, 4:30, 48:52, 60:64] = 1.0  # small separate liver-bright blob
+    volume[0, 32:35, 52:56, 2:6] = 2.0  # tumour-bright spot far from the liver
+    return volume
+
+
+def test_raunet_paper_cascade_window_sizes_largest_liver_component_and_hard_gate() -> None:
+    """Jin et al. 2020, Sec. III-E to III-G: 256^2 localiser slices, the liver box resized to 224^2 in-plane
+    in 224x224x32 windows, the largest liver component, tumour at the card's grid in 128x128x32 windows
+    and only inside that liver."""
+    localizer = _Recorder(2, lambda x: x > 0.5)
+    liver = _Recorder(3, lambda x: x > 0.5)
+    tumour = _Recorder(3, lambda x: x > 1.5)
+    inference = {"localizer_size": [256, 256], "liver_box_size": [224, 224], "liver_patch_size": [224, 224, 32],
+                 "tumour_patch_size": [128, 128, 32], "box_margin": 2, "blend": "constant"}
+    volume = _liver_scene()
+    probs, _ = run_raunet_cascade(volume, {"localizer": localizer, "liver": liver, "tumour": tumour}, inference,
+                                  RunContext(amp=False), False)
+    assert set(localizer.sizes) == {(256, 256)}
+    assert set(liver.sizes) == {(32, 224, 224)}
+    assert set(tumour.sizes) == {(32, 128, 128)}  # the 30 x 34 x 42 box at the card's grid, padded to one window
+    label = probs.argmax(0)
+    expected = torch.zeros(36, 60, 70, dtype=torch.long)
+    expected[4:30, 10:40, 12:50] = 1
+    expected[14:20, 20:26, 25:31] = 2
+    assert torch.equal(label, expected)  # no blob (largest component), no tumour outside the liver
+    assert set(torch.unique(probs).tolist()) <= {0.0, 1.0}
+
+
+def test_raunet_soft_gate_and_no_liver_component_step_are_switches() -> None:
+    localizer = _Recorder(2, lambda x: x > 0.5)
+    liver = _Recorder(3, lambda x: x > 0.5)
+    tumour = _Recorder(3, lambda x: x > 1.5)
+    volume = _liver_scene()
+    volume[0, 4:30, 41:44, 20:30] = 1.0  # a liver-bright strip inside the box, joined to nothing
+    inference = {"patch_size": [32, 32, 16], "box_margin": 2, "blend": "constant"}
+    networks = {"localizer": localizer, "liver": liver, "tumour": tumour}
+    hard, _ = run_raunet_cascade(volume, networks, inference, RunContext(amp=False), False)
+    kept, _ = run_raunet_cascade(volume, networks, {**inference, "liver_largest_component": False}, RunContext(amp=False), False)
+    soft, _ = run_raunet_cascade(volume, networks, {**inference, "tumour_gate": "soft"}, RunContext(amp=False), False)
+    strip = (slice(4, 30), slice(41, 42), slice(20, 30))
+    assert torch.all(hard.argmax(0)[strip] == 0) and torch.all(kept.argmax(0)[strip] == 1)
+    torch.testing.assert_close(soft.sum(0), torch.ones(36, 60, 70))
+    assert 0.0 < float(soft[2].max()) and set(liver.sizes) == {(16, 32, 32)}
+    with pytest.raises(ValueError, match="tumour_gate"):
+        run_raunet_cascade(volume, networks, {**inference, "tumour_gate": "product"}, RunContext(amp=False), False)

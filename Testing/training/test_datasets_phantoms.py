@@ -100,8 +100,16 @@ def test_crop_to_label_is_the_ground_truth_box_grown_by_the_card_margin() -> Non
     box = (slice(max(6 - m, 0), 12 + m), slice(10 - m, 25 + m), slice(18 - m, 30 + m))
     np.testing.assert_array_equal(lab, (label[box] == 2).astype(np.int64))  # tumour only, inside the box
     assert image.shape == (1, *label[box].shape) and spacing == (2.0, 1.0, 1.0)
-    _, liver_label, _ = prepare_volume(_volume(label), liver.data)
-    np.testing.assert_array_equal(liver_label, (label[box] > 0).astype(np.int64))
+    liver_image, liver_label, liver_spacing = prepare_volume(_volume(label), liver.data)
+    # the liver stage trains on the box resized to 224 x 224 in-plane, as the cascade runs it (Sec. III-F)
+    boxed = (label[box] > 0).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(boxed)[:, None], size=(224, 224), mode="nearest")[:, 0]
+    np.testing.assert_array_equal(liver_label, expected.long().numpy())
+    assert liver_image.shape == (1, boxed.shape[0], 224, 224)
+    assert liver_spacing == pytest.approx((2.0, boxed.shape[1] / 224, boxed.shape[2] / 224))
+    assert abs(liver_label.mean() - boxed.mean()) < 0.01
+    with pytest.raises(ValueError, match="liver_box_size"):
+        load_recipe("raunet-liver-tumour-ct", overrides=["stages.liver.sampling.resize_in_plane=[200, 200]"]).for_stage("liver")
     assert label_box(label, [1, 2], 0) == (slice(6, 12), slice(10, 25), slice(18, 30))
     assert label_box(label, [3], 4) is None
 

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..models import SegmentationNetwork
 from .postprocessing import bounding_box, keep_largest_component
@@ -17,6 +18,25 @@ def _prefixed(role: str, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {f"{role}.{name}": value for name, value in maps.items()}
 
 
+def _resize_in_plane(volume: torch.Tensor, size_yx: tuple[int, int] | None) -> torch.Tensor:
+    """(C, D, H, W) -> (C, D, *size_yx) by bilinear interpolation of each slice (D kept); None: unchanged."""
+    if size_yx is None or tuple(volume.shape[2:]) == tuple(size_yx):
+        return volume
+    return F.interpolate(volume.transpose(0, 1), size=size_yx, mode="bilinear", align_corners=False).transpose(0, 1)
+
+
+def _size_yx(inference: Mapping[str, Any], key: str) -> tuple[int, int] | None:
+    """A card's in-plane size given as (x, y), as (y, x); None when the card does not set it."""
+    value = inference.get(key)
+    return None if value is None else (int(value[1]), int(value[0]))
+
+
+def _stage_patch(inference: Mapping[str, Any], key: str) -> tuple[int, int, int]:
+    from .pipelines import patch_size_zyx
+
+    return patch_size_zyx({"patch_size": inference[key]} if inference.get(key) else inference)
+
+
 def run_raunet_cascade(
     volume: torch.Tensor,
     networks: Mapping[str, SegmentationNetwork],
@@ -24,26 +44,35 @@ def run_raunet_cascade(
     ctx: RunContext,
     with_maps: bool,
 ) -> Prediction:
-    """RA-UNet (Jin et al., Sec. 3.3-3.4): 2D localisation, largest component, 3D liver, 3D tumour.
+    """RA-UNet test time (Jin et al. 2020, doi:10.3389/fbioe.2020.605132, Sec. III-E to III-G).
 
-    1. RA-UNet-I runs on every axial slice; its liver mask's largest 3D component gives the liver box
-       (grown by ``box_margin`` voxels).
-    2. RA-UNet-II (``liver``) segments the liver in that box with sliding windows.
-    3. RA-UNet-II (``tumour``) segments tumour in the same box; tumour counts only inside the liver.
-    Probabilities compose as P(tumour) = P(liver) * P(tumour | box), P(liver only) = P(liver) *
-    (1 - P(tumour | box)), P(background) = 1 - P(liver), so they sum to one. Maps of each stage are
-    named ``<role>.<map>`` and are zero outside the box.
+    1. RA-UNet-I runs on every axial slice, resized to ``localizer_size`` in-plane (paper 256 x 256);
+       its probabilities are interpolated back, the largest 3D component of the liver mask gives the
+       liver box (grown by ``box_margin`` voxels).
+    2. RA-UNet-II (``liver``) runs on the box resized in-plane to ``liver_box_size`` (paper 224 x 224,
+       the axial length kept) in ``liver_patch_size`` windows (paper 224 x 224 x 32); the merged
+       probabilities are interpolated back to the box and the largest component is the liver
+       (``liver_largest_component``, default on as the paper).
+    3. RA-UNet-II (``tumour``) runs on the box at the card's grid, without interpolation, in
+       ``tumour_patch_size`` windows (paper 128 x 128 x 32); ``tumour_gate: hard`` (the paper:
+       "we filtered out those voxels which were not in the liver region") keeps tumour only inside
+       that liver. ``soft`` (the project's earlier composition) gives P(tumour) = P(liver) P(tumour),
+       P(liver only) = P(liver) (1 - P(tumour)) instead.
+    Sizes left out of the card run the stage at the card's grid with ``patch_size``. Maps of each
+    stage are named ``<role>.<map>``, on the card's grid, zero outside the box.
     """
-    from .pipelines import patch_size_zyx
-
-    patch = patch_size_zyx(inference)
     overlap, blend = float(inference.get("overlap", 0.5)), str(inference.get("blend", "gaussian"))
     margin = int(inference.get("box_margin", 4))
+    gate = str(inference.get("tumour_gate", "hard"))
+    if gate not in ("hard", "soft"):
+        raise ValueError(f"inference.tumour_gate must be 'hard' or 'soft', got {gate!r}")
     spatial = tuple(volume.shape[1:])
     maps: dict[str, torch.Tensor] = {}
 
-    coarse, coarse_maps = slicewise_inference(volume, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
-    maps.update(_prefixed("localizer", coarse_maps))
+    small = _resize_in_plane(volume, _size_yx(inference, "localizer_size"))
+    coarse, coarse_maps = slicewise_inference(small, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
+    coarse = _resize_in_plane(coarse, spatial[1:])
+    maps.update(_prefixed("localizer", {k: _resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
     box = bounding_box(liver_mask, margin)
     probabilities = torch.zeros((3,) + spatial, device=coarse.device)
@@ -54,10 +83,25 @@ def run_raunet_cascade(
         return probabilities, {**maps, **_empty_stage_maps(networks, spatial, coarse.device, with_maps)}
 
     cropped = volume[(slice(None),) + box]
-    liver, liver_maps = sliding_window_inference(cropped, networks["liver"], patch, ctx.span(0.3, 0.65), overlap, blend, with_maps)
-    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], patch, ctx.span(0.65, 1.0), overlap, blend, with_maps)
+    box_yx = tuple(cropped.shape[2:])
+    resized = _resize_in_plane(cropped, _size_yx(inference, "liver_box_size"))
+    liver, liver_maps = sliding_window_inference(resized, networks["liver"], _stage_patch(inference, "liver_patch_size"),
+                                                 ctx.span(0.3, 0.65), overlap, blend, with_maps)
+    liver = _resize_in_plane(liver, box_yx)
+    liver_maps = {k: _resize_in_plane(v, box_yx) for k, v in liver_maps.items()}
+    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], _stage_patch(inference, "tumour_patch_size"),
+                                                   ctx.span(0.65, 1.0), overlap, blend, with_maps)
     p_liver, p_tumour = liver[1], tumour[1:].sum(0) if tumour.shape[0] > 2 else tumour[1]
-    probabilities[(slice(None),) + box] = torch.stack([1 - p_liver, p_liver * (1 - p_tumour), p_liver * p_tumour])
+    if gate == "hard":
+        in_liver = (p_liver >= 0.5).cpu().numpy().astype(np.uint8)
+        if inference.get("liver_largest_component", True):
+            in_liver = keep_largest_component(in_liver)
+        inside = torch.from_numpy(in_liver.astype(bool)).to(p_liver.device)
+        is_tumour = inside & (p_tumour >= 0.5)
+        stage = torch.stack([~inside, inside & ~is_tumour, is_tumour]).float()
+    else:
+        stage = torch.stack([1 - p_liver, p_liver * (1 - p_tumour), p_liver * p_tumour])
+    probabilities[(slice(None),) + box] = stage
     for role, stage_maps in (("liver", liver_maps), ("tumour", tumour_maps)):
         for name, value in stage_maps.items():
             full = torch.zeros((value.shape[0],) + spatial, device=value.device)
