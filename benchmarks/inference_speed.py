@@ -25,7 +25,7 @@ import torch
 from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.sizes import patch_size_zyx
 from MedSegAttentionLib.inference.runcontext import RunContext
 from MedSegAttentionLib.inference.sliding_window import sliding_window_inference
 from MedSegAttentionLib.modelstore.store import ModelStore

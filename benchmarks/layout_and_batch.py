@@ -15,7 +15,7 @@ import torch
 
 from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.models import build_network
-from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.sizes import patch_size_zyx
 from MedSegAttentionLib.inference.runcontext import channels_last_format
 
 

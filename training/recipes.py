@@ -210,8 +210,9 @@ def _fill_from_card(data: dict[str, Any], card: Mapping[str, Any], where: str) -
                          f"inference.{key} {list(size)}, which the cascade uses at inference")
 
 
-#: cascade stages whose input the RA-UNet cascade resizes in-plane, and the card setting that says to what
-RESIZED_STAGES = {"localizer": "localizer_size", "liver": "liver_box_size"}
+#: stages whose input inference resizes in-plane, and the card setting that says to what: the RA-UNet
+#: cascade's localiser and liver stages, a slice-wise network's slices (ANU-Net's 256 x 256)
+RESIZED_STAGES = {"localizer": "localizer_size", "liver": "liver_box_size", "main": "slice_size"}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 from monai.transforms import BorderPadd, Compose, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 
 from MedSegAttentionLib.inference.cascades import VIEWS as VOLUME_VIEWS
-from MedSegAttentionLib.inference.pipelines import patch_size_zyx
+from MedSegAttentionLib.inference.sizes import patch_size_zyx
 from MedSegAttentionLib.inference.postprocessing import bounding_box
 
 from .augmentation import affine_crop_size, augmentations, fov_pad

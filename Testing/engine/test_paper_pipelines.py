@@ -223,3 +223,19 @@ def test_raunet_soft_gate_and_no_liver_component_step_are_switches() -> None:
     assert 0.0 < float(soft[2].max()) and set(liver.sizes) == {(16, 32, 32)}
     with pytest.raises(ValueError, match="tumour_gate"):
         run_raunet_cascade(volume, networks, {**inference, "tumour_gate": "product"}, RunContext(amp=False), False)
+
+
+def test_slicewise_slice_size_runs_the_network_on_resized_slices_and_returns_the_scan_grid() -> None:
+    """ANU-Net's paper setting (Li et al. 2020, Sec. 4.1): whole slices at 256 x 256, the result back on the grid."""
+    from MedSegAttentionLib.inference.pipelines import run_slicewise
+
+    net = _Recorder(2, lambda x: x > 0.5)
+    volume = torch.zeros(1, 6, 90, 120)
+    volume[0, :, 30:60, 40:80] = 1.0
+    probs, _ = run_slicewise(volume, {"main": net}, {"slice_size": [256, 256]}, RunContext(amp=False), False)
+    assert set(net.sizes) == {(256, 256)} and probs.shape == (2, 6, 90, 120)
+    expected = torch.zeros(6, 90, 120, dtype=torch.long)
+    expected[:, 30:60, 40:80] = 1
+    assert float((probs.argmax(0) == expected).float().mean()) > 0.995  # only the organ's rim may move by interpolation
+    plain, _ = run_slicewise(volume, {"main": net}, {}, RunContext(amp=False), False)
+    assert net.sizes[-1] == (90, 120) and torch.equal(plain.argmax(0), expected)

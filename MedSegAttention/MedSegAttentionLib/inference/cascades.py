@@ -6,35 +6,16 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models import SegmentationNetwork
 from .postprocessing import bounding_box, keep_largest_component
 from .runcontext import RunContext
+from .sizes import resize_in_plane, size_yx, stage_patch_zyx
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
 
 
 def _prefixed(role: str, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{role}.{name}": value for name, value in maps.items()}
-
-
-def _resize_in_plane(volume: torch.Tensor, size_yx: tuple[int, int] | None) -> torch.Tensor:
-    """(C, D, H, W) -> (C, D, *size_yx) by bilinear interpolation of each slice (D kept); None: unchanged."""
-    if size_yx is None or tuple(volume.shape[2:]) == tuple(size_yx):
-        return volume
-    return F.interpolate(volume.transpose(0, 1), size=size_yx, mode="bilinear", align_corners=False).transpose(0, 1)
-
-
-def _size_yx(inference: Mapping[str, Any], key: str) -> tuple[int, int] | None:
-    """A card's in-plane size given as (x, y), as (y, x); None when the card does not set it."""
-    value = inference.get(key)
-    return None if value is None else (int(value[1]), int(value[0]))
-
-
-def _stage_patch(inference: Mapping[str, Any], key: str) -> tuple[int, int, int]:
-    from .pipelines import patch_size_zyx
-
-    return patch_size_zyx({"patch_size": inference[key]} if inference.get(key) else inference)
 
 
 def run_raunet_cascade(
@@ -69,10 +50,10 @@ def run_raunet_cascade(
     spatial = tuple(volume.shape[1:])
     maps: dict[str, torch.Tensor] = {}
 
-    small = _resize_in_plane(volume, _size_yx(inference, "localizer_size"))
+    small = resize_in_plane(volume, size_yx(inference, "localizer_size"))
     coarse, coarse_maps = slicewise_inference(small, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
-    coarse = _resize_in_plane(coarse, spatial[1:])
-    maps.update(_prefixed("localizer", {k: _resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
+    coarse = resize_in_plane(coarse, spatial[1:])
+    maps.update(_prefixed("localizer", {k: resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
     box = bounding_box(liver_mask, margin)
     probabilities = torch.zeros((3,) + spatial, device=coarse.device)
@@ -84,12 +65,12 @@ def run_raunet_cascade(
 
     cropped = volume[(slice(None),) + box]
     box_yx = tuple(cropped.shape[2:])
-    resized = _resize_in_plane(cropped, _size_yx(inference, "liver_box_size"))
-    liver, liver_maps = sliding_window_inference(resized, networks["liver"], _stage_patch(inference, "liver_patch_size"),
+    resized = resize_in_plane(cropped, size_yx(inference, "liver_box_size"))
+    liver, liver_maps = sliding_window_inference(resized, networks["liver"], stage_patch_zyx(inference, "liver_patch_size"),
                                                  ctx.span(0.3, 0.65), overlap, blend, with_maps)
-    liver = _resize_in_plane(liver, box_yx)
-    liver_maps = {k: _resize_in_plane(v, box_yx) for k, v in liver_maps.items()}
-    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], _stage_patch(inference, "tumour_patch_size"),
+    liver = resize_in_plane(liver, box_yx)
+    liver_maps = {k: resize_in_plane(v, box_yx) for k, v in liver_maps.items()}
+    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], stage_patch_zyx(inference, "tumour_patch_size"),
                                                    ctx.span(0.65, 1.0), overlap, blend, with_maps)
     p_liver, p_tumour = liver[1], tumour[1:].sum(0) if tumour.shape[0] > 2 else tumour[1]
     if gate == "hard":

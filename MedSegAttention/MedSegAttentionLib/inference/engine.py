@@ -22,7 +22,8 @@ from ..choices import PRUNING_LEVELS
 from ..errors import InputError, ModelError, OutOfMemory
 from .imageio import read_image
 from ..models import SegmentationNetwork
-from .pipelines import patch_size_zyx, pipeline_for
+from .pipelines import pipeline_for
+from .sizes import patch_size_zyx
 from .postprocessing import keep_largest_component
 from .preprocessing import preprocess, resample_to_reference
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format

@@ -14,15 +14,10 @@ import torch
 
 from ..models import SegmentationNetwork
 from .runcontext import RunContext
+from .sizes import patch_size_zyx, resize_in_plane, size_yx
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
 
 Pipeline = Callable[[torch.Tensor, Mapping[str, SegmentationNetwork], Mapping[str, Any], RunContext, bool], Prediction]
-
-
-def patch_size_zyx(inference: Mapping[str, Any]) -> tuple[int, int, int]:
-    """The card gives the patch as (x, y, z) voxels like spacing; arrays are (z, y, x)."""
-    x, y, z = inference.get("patch_size", [96, 96, 96])
-    return int(z), int(y), int(x)
 
 
 def run_sliding_window(
@@ -42,9 +37,16 @@ def run_sliding_window(
 def run_slicewise(
     volume: torch.Tensor, networks: Mapping[str, SegmentationNetwork], inference: Mapping[str, Any], ctx: RunContext, with_maps: bool
 ) -> Prediction:
-    return slicewise_inference(
-        volume, networks["main"], ctx, context=int(inference.get("slice_context", 0)), with_maps=with_maps
+    """2D network over axial slices; with ``slice_size`` (x, y) each slice is resized to it and the
+    outputs back (ANU-Net's 256 x 256 slices, Li et al. 2020 Sec. 4.1)."""
+    size = size_yx(inference, "slice_size")
+    probs, maps = slicewise_inference(
+        resize_in_plane(volume, size), networks["main"], ctx, context=int(inference.get("slice_context", 0)), with_maps=with_maps
     )
+    if size is None:
+        return probs, maps
+    frame = tuple(volume.shape[2:])
+    return resize_in_plane(probs, frame), {name: resize_in_plane(value, frame) for name, value in maps.items()}
 
 
 def pipeline_for(mode: str) -> Pipeline:
