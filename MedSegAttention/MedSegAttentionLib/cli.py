@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .choices import DEVICE_CHOICES, PRUNING_LEVELS
-from .errors import InputError, MedSegError
+from .errors import InputError, MedSegError, ModelError
 from .inference.imageio import IMAGE_SUFFIXES, is_image_file
 from .protocol import EXIT_BUG, EXIT_OK, format_line
 
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="test-time mirroring: average the mirrored predictions, add the uncertainty map "
                           "(default: as the model card says)")
     seg.add_argument("--no-tta", dest="tta", action="store_false", help="one pass, no mirroring")
+    seg.add_argument("--inference", action="append", default=[], metavar="KEY=VALUE",
+                     help="change one of the card's inference settings for this run (repeatable; VALUE is JSON), "
+                          "e.g. blend=\"constant\" or largest_component=false to switch off a step the paper lacks")
     seg.add_argument("--overwrite", action="store_true", help="replace existing result folders")
     seg.add_argument("--progress-format", choices=["bar", "machine", "none"], default="bar")
     return parser
@@ -228,7 +231,7 @@ def cmd_install(args: argparse.Namespace, store) -> int:  # noqa: ANN001
 def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_event: threading.Event) -> int:  # noqa: ANN001
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    card = store.card(args.model)
+    card = _with_inference_settings(store.card(args.model), args.inference)
     maps: bool | list[str] = True if args.maps == "all" else False if args.maps == "none" else [m for m in args.maps.split(",") if m]
     cases, shard_device = _shard(expand_inputs(args.inputs))
     device = shard_device if shard_device and args.device == "auto" else args.device
@@ -252,6 +255,25 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
         raise InputError(f"{len(failures)} of {len(cases)} case(s) failed, the other {len(cases) - len(failures)} "
                          f"were written: {listing}")
     return EXIT_OK
+
+
+def _with_inference_settings(card, settings: list[str]):  # noqa: ANN001, ANN202
+    """The card with ``--inference KEY=VALUE`` changes (VALUE as JSON, else as text); a bad one is an InputError."""
+    changes: dict[str, object] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--inference {item!r}: expected KEY=VALUE, e.g. blend=\"constant\"")
+        try:
+            changes[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[key.strip()] = text
+    if not changes:
+        return card
+    try:
+        return card.with_inference(changes)
+    except ModelError as exc:
+        raise InputError(f"--inference: {exc}") from None
 
 
 def _segment_case(args: argparse.Namespace, predictor, maps, reporter: Reporter,  # noqa: ANN001

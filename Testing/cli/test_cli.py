@@ -77,6 +77,23 @@ def test_bad_input_exits_2_with_a_specific_message(installed, tmp_path) -> None:
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+def test_inference_settings_switch_off_added_steps_and_are_recorded(installed, tmp_path) -> None:
+    """A researcher runs the network as its paper does: plain averaging, no largest-component step."""
+    _, store, model_id, image_path, _ = installed
+    common = ["segment", str(image_path), "--model", model_id, "--device", "cpu", "--no-montage", "--maps", "none"]
+    default = run_medseg(common + ["--output-dir", str(tmp_path / "default")], store)
+    paper = run_medseg(common + ["--output-dir", str(tmp_path / "paper"), "--inference", 'blend="constant"',
+                                 "--inference", "largest_component=false"], store)
+    assert default.returncode == 0 and paper.returncode == 0, default.stderr + paper.stderr
+    used = {name: json.loads((tmp_path / name / "case01" / "result.json").read_text())["model"]["inference"]
+            for name in ("default", "paper")}
+    assert used["paper"]["blend"] == "constant" and used["paper"]["largest_component"] is False
+    assert used["default"].get("blend", "gaussian") == "gaussian" and "largest_component" not in used["default"]
+    for bad, message in (("blend=median", "blend"), ("mode=\"slicewise\"", "mode cannot be changed"), ("overlap", "KEY=VALUE")):
+        proc = run_medseg(common + ["--output-dir", str(tmp_path / "bad"), "--inference", bad], store)
+        assert proc.returncode == 2 and message in proc.stderr, (bad, proc.stderr)
+
+
 def test_unknown_model_exits_3(installed, tmp_path) -> None:
     _, store, _, image_path, _ = installed
     proc = run_medseg(["segment", str(image_path), "--model", "no-such-model", "--output-dir", str(tmp_path)], store)

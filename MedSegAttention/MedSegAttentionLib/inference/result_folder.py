@@ -94,7 +94,8 @@ def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, 
     result.timings["write"] = time.perf_counter() - t0
     document = {
         "format_version": 1,
-        "model": {"id": result.card.id, "title": result.card.title, "level": result.level},
+        "model": {"id": result.card.id, "title": result.card.title, "level": result.level,
+                  "inference": dict(result.card.data.get("inference", {}))},
         "input": {"path": result.input_path, **{k: geometry(result.label)[k] for k in ("size", "spacing")}},
         "segmentation": "segmentation.nrrd",
         "labels": result.card.labels,

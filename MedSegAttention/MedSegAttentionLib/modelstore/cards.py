@@ -51,6 +51,15 @@ class ModelCard:
             raise ModelError(f"cannot read model card {path}: {exc}") from None
         return cls.from_dict(data, source=str(path))
 
+    def with_inference(self, changes: Mapping[str, Any]) -> "ModelCard":
+        """This card with ``inference`` settings changed (validated again): a researcher's switch, e.g.
+        ``blend: constant`` or ``largest_component: false`` to run a network as its paper does. The
+        pipeline (``mode``) cannot change: it decides which networks the weights hold."""
+        if "mode" in changes:
+            raise ModelError("inference.mode cannot be changed: the weights belong to the card's pipeline")
+        data = {**self.data, "inference": {**self.data.get("inference", {}), **changes}}
+        return ModelCard.from_dict(data, source=f"{self.source} with inference {dict(changes)}")
+
     # convenient views -------------------------------------------------------------------------
     @property
     def id(self) -> str:
