@@ -106,9 +106,18 @@ def test_bundle_refuses_full_precision_and_oversized_weights(two_folds, tmp_path
     with pytest.raises(ValueError, match="half precision"):
         bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
     monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", 1000)
-    with pytest.raises(ValueError, match="at most"):
+    with pytest.raises(ValueError, match="must stay under"):
         bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "refs" / ".bundle-store").exists()
+    # the limit is on all bundled models together: one that fits alone is refused next to a large one
+    half_path, half_weights = export_fold(recipe, fold_dir, tmp_path / "fp16", dtype="float16")
+    size = half_weights.stat().st_size
+    (tmp_path / "pkg" / "bundled").mkdir(parents=True)
+    (tmp_path / "pkg" / "bundled" / "other-model.safetensors").write_bytes(b"\0" * size)
+    monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", int(1.5 * size))
+    with pytest.raises(ValueError, match="other bundled models"):
+        bundling.bundle_model(half_path, half_weights, tmp_path / "pkg", tmp_path / "refs")
+    assert bundling.bundled_bytes(tmp_path / "pkg") == size
 
 
 def test_cv_stops_on_its_time_limit_and_continues_where_it_stopped(phantom_sets, tmp_path, capsys) -> None:
