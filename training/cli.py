@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from MedSegAttentionLib.choices import PRUNING_LEVELS
+
 __all__ = ["main"]
 
 
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tta", dest="tta", action="store_true", default=None, help="test-time mirroring on")
     ev.add_argument("--no-tta", dest="tta", action="store_false", help="test-time mirroring off")
     ev.add_argument("--maps", action="store_true", help="also compute the evidence maps and their spread near the organ")
+    ev.add_argument("--level", choices=list(PRUNING_LEVELS), help="ANU-Net pruning level (default: the card's)")
     cv = sub.add_parser("cv", help="k-fold cross-validation: fit (resumable) and evaluate every fold, print the table")
     cv.add_argument("--recipe", required=True)
     cv.add_argument("--data", required=True)
@@ -156,9 +159,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("evaluate needs --card and --weights, or --model-dir", file=sys.stderr)
         return 2
     suffix = ("" if args.variant == "original" else f"_{args.variant}") + {None: "", True: "_tta", False: "_notta"}[args.tta]
+    suffix += f"_{args.level}" if args.level else ""
     out = Path(args.out) if args.out else Path(card_path).parent / f"evaluation_fold_{args.fold}{suffix}"
     summary = evaluate_model(card_path, weights_path, args.data, args.fold, out, args.splits_dir, args.label_mapping,
-                             args.device, args.variant, args.tta, args.maps)
+                             args.device, args.variant, args.tta, args.maps, args.level)
     print(format_summary(summary))
     print(f"per-case table: {out / 'per_case.csv'}; summary: {out / 'summary.json'}")
     return 0

@@ -83,14 +83,15 @@ def map_spread(values: np.ndarray, organ: np.ndarray, spacing_zyx: Sequence[floa
 
 def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], label_mapping: Any = None,
                    device: str = "auto", variant: str = "original", tta: bool | None = None,
-                   with_maps: bool = False) -> list[dict[str, Any]]:
+                   with_maps: bool = False, level: str | None = None) -> list[dict[str, Any]]:
     """Rows ``{"case", "class", "name", metrics..., "seconds"}`` for every case and card label.
 
     ``variant`` (:mod:`training.robustness`) delivers each case on another grid first; ``tta`` is the
     engine's test-time mirroring switch (``None``: as the card says). ``with_maps`` also computes the
     evidence maps and adds ``spread:<map>`` (:func:`map_spread` near the case's foreground) to each row.
+    ``level``: an ANU-Net pruning level (``None``: the card's default).
     """
-    predictor = Predictor(card, store, device, tta=tta)
+    predictor = Predictor(card, store, device, level=level, tta=tta)
     classes = {label["value"]: label["name"] for label in card.labels}
     rows: list[dict[str, Any]] = []
     for case in cases:
@@ -114,7 +115,7 @@ def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], la
 def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | Path, fold: int | str,
                    out_dir: str | Path, splits_dir: str | Path | None = None, label_mapping: Any = None,
                    device: str = "auto", variant: str = "original", tta: bool | None = None,
-                   with_maps: bool = False) -> dict[str, Any]:
+                   with_maps: bool = False, level: str | None = None) -> dict[str, Any]:
     """Install the model in a temporary store, evaluate the fold's validation cases (delivered as
     ``variant``), write the table and summary to ``out_dir``; returns the summary."""
     card = ModelCard.load(card_path)
@@ -126,7 +127,7 @@ def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | 
         cases = _cases_for_fold(data, fold, card, splits_dir)
         if not cases:
             raise ValueError(f"fold {fold!r} has no validation cases")
-        rows = evaluate_cases(card, store, cases, label_mapping, device, variant, tta, with_maps)
+        rows = evaluate_cases(card, store, cases, label_mapping, device, variant, tta, with_maps, level)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "per_case.csv", "w", newline="", encoding="utf-8") as handle:
@@ -138,7 +139,7 @@ def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | 
     for row in rows:
         per_case.setdefault(row["case"], {})[row["name"]] = {m: row[m] for m in METRICS}
     seconds = sorted({row["case"]: row["seconds"] for row in rows}.values())
-    summary = {"model": card.id, "fold": fold, "cases": len(per_case), "variant": variant, "tta": tta,
+    summary = {"model": card.id, "fold": fold, "cases": len(per_case), "variant": variant, "tta": tta, "level": level,
                "seconds_per_case": {"mean": float(np.mean(seconds)), "median": float(np.median(seconds))},
                "map_spread": {key[len("spread:"):]: {"mean": float(np.nanmean([r[key] for r in rows])),
                                                      "min": float(np.nanmin([r[key] for r in rows]))}
@@ -150,7 +151,8 @@ def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     lines = [f"{summary['model']}, fold {summary['fold']}, {summary['cases']} case(s), "
-             f"variant {summary.get('variant', 'original')}, test-time mirroring {summary.get('tta')}"]
+             f"variant {summary.get('variant', 'original')}, test-time mirroring {summary.get('tta')}"
+             + (f", level {summary['level']}" if summary.get("level") else "")]
     for name, metrics in summary["classes"].items():
         parts = [f"{m} {v['mean']:.4f}" + (f" ({v['n_nan']} undefined)" if v["n_nan"] else "") for m, v in metrics.items()]
         lines.append(f"  {name}: " + ", ".join(parts))
