@@ -24,7 +24,7 @@ from MedSegAttentionLib.models import SegmentationNetwork
 from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
 from MedSegAttentionLib.modelstore.store import ModelStore
 
-__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "bundled_bytes", "reference_input", "reference_probabilities"]
+__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "bundled_bytes", "level_evaluations", "reference_input", "reference_probabilities"]
 
 #: The limit for all weights shipped in the repository together (half precision).
 MAX_BUNDLED_BYTES = 25 * 1000 * 1000
@@ -56,6 +56,19 @@ def reference_probabilities(networks: Mapping[str, SegmentationNetwork], x: torc
         else:
             out[role] = torch.softmax(net(x).logits.float(), dim=1)[0].contiguous()
     return out
+
+
+def level_evaluations(export_dir: str | Path) -> dict[str, dict[str, float | int]]:
+    """``{level: {"mean_dice", "cases"}}`` from the ``python -m training evaluate --level L`` summaries next to
+    an export (original cases, as the card runs them); empty when there are none."""
+    levels: dict[str, dict[str, float | int]] = {}
+    for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if not summary.get("level") or summary.get("variant", "original") != "original" or summary.get("tta"):
+            continue
+        dice = [metrics["dice"]["mean"] for metrics in summary["classes"].values()]
+        levels[str(summary["level"])] = {"mean_dice": float(np.mean(dice)), "cases": int(summary["cases"])}
+    return dict(sorted(levels.items()))
 
 
 def bundled_bytes(package_dir: str | Path | None = None) -> int:
@@ -93,6 +106,10 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     target_weights.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights_path, target_weights)
     data = json.loads(card.to_json())
+    levels = level_evaluations(Path(card_path).parent)
+    if levels:  # the Slicer level chooser shows them beside the measured speed
+        validation = data["weights"].setdefault("provenance", {}).setdefault("validation", {}).setdefault("main", {})
+        validation["levels"] = levels
     data["weights"]["bundled"] = True
     data["weights"]["url"] = None
     bundled_card = ModelCard.from_dict(data, source=str(card_path))

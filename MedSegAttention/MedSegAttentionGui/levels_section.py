@@ -39,7 +39,8 @@ class LevelsSection:
         return level_key(model, device, info, hardware)
 
     def _show(self, table) -> None:
-        self.labels = child_reports.level_labels(list(PRUNING_LEVELS), table)
+        model = self._state()[0] or {}
+        self.labels = child_reports.level_labels(list(PRUNING_LEVELS), table, model.get("level_dice"))
         self.applyLabels()
         self.ui.levelInfoLabel.text = child_reports.level_summary(table)
 

@@ -160,6 +160,7 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
         "id": card.id, "title": card.title, "installed": entry.installed, "origin": entry.origin,
         "bundled": store.is_bundled(card), "how_to_install": entry.how_to_install,
         "levels": list(card.inference.get("levels") or []),
+        "level_dice": {level: row.get("mean_dice") for level, row in (validation.get("levels") or {}).items()},
         "modality": card.modality, "description": card.description, "paper": dict(card.paper),
         "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps],
         "parameters": _parameter_count(card),

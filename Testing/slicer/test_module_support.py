@@ -108,6 +108,25 @@ def test_level_labels_fill_in_as_levels_are_measured() -> None:
     table["levels"][1]["ms_per_slice"] = 7.9
     assert "measured on cuda:0 (NVIDIA H100" in child_reports.level_summary(table)
     assert child_reports.level_labels(["L1"], None) == ["L1"]
+    dice = {"L1": 0.612, "L4": 0.881}  # the card's accuracy per level, known before any timing
+    assert child_reports.level_labels(["L1", "L3", "L4"], table, dice) == [
+        "L1 - 0.10 M parameters, 3 ms/slice, Dice 0.612", "L3", "L4 - Dice 0.881"]
+
+
+def test_bundling_records_each_levels_accuracy_from_its_evaluations(tmp_path) -> None:
+    from training.bundling import level_evaluations
+
+    def summary(folder: str, **fields: object) -> None:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "summary.json").write_text(json.dumps({
+            "cases": 16, "variant": "original", "tta": None, "level": None,
+            "classes": {"left atrium": {"dice": {"mean": 0.9}}}, **fields}))
+
+    summary("evaluation_fold_0")  # the default level: not a per-level row
+    summary("evaluation_fold_0_L1", level="L1", classes={"left atrium": {"dice": {"mean": 0.61}}})
+    summary("evaluation_fold_0_L4", level="L4")
+    summary("evaluation_fold_0_oblique_L2", level="L2", variant="oblique")  # another delivery: not the card's figure
+    assert level_evaluations(tmp_path) == {"L1": {"mean_dice": 0.61, "cases": 16}, "L4": {"mean_dice": 0.9, "cases": 16}}
 
 
 @pytest.mark.slow
