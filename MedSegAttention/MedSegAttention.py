@@ -101,6 +101,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, lambda caller, event: self._restoreResult())
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onMapChanged)
@@ -134,6 +135,15 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._restoreResult()
+
+    def _restoreResult(self) -> None:
+        """Maps of the newest result in the scene (after a reload), and no heat map in the input selector."""
+        self.ui.inputVolumeSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.evidenceMapNodeIDs()
+        if self._result is None or self._result.segmentation_node.GetScene() is None:
+            self._result = self.logic.latestResult()
+            if self._result is not None:
+                self._fillMapComboBox()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -249,6 +259,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentationShow3DButton.enabled = True
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
             self._fillMapComboBox()
+            self._restoreResult()  # hides the new maps from the input selector
             hint = _(" Pick an evidence map under Results to overlay it.") if run.imported.map_nodes else ""
             self.ui.statusLabel.text = _("Done.") + hint + ("\n" + "\n".join(warnings) if warnings else "")
         elif run.state is RunState.CANCELLED:
@@ -261,8 +272,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasBlocked = self.ui.mapComboBox.blockSignals(True)
         self.ui.mapComboBox.clear()
         self.ui.mapComboBox.addItem(_("None"), "")
-        for info in self._result.description.maps:
-            self.ui.mapComboBox.addItem(info.title, info.name)
+        for name, title in self._result.map_titles.items():
+            self.ui.mapComboBox.addItem(title, name)
         self.ui.mapComboBox.blockSignals(wasBlocked)
         self.ui.mapComboBox.currentIndex = 0  # views change only when the user picks a map
 
@@ -371,11 +382,7 @@ class MedSegAttentionTest(ScriptedLoadableModuleTest):
         import slicer_scenarios
 
         self.delayDisplay("Running MedSegAttention scene scenarios")
-
-        def freshScene():
-            slicer.mrmlScene.Clear()
-            return slicer.mrmlScene
-
+        freshScene = lambda: slicer.mrmlScene.Clear() or slicer.mrmlScene  # noqa: E731
         workdir = Path(slicer.util.tempDirectory("MedSegAttentionTest"))
         names = slicer_scenarios.run_all(freshScene, workdir)
         self.delayDisplay(f"Test passed: {', '.join(names)}")

@@ -169,3 +169,34 @@ def test_terminology_string_carries_every_code_of_the_catalog_card(tmp_path: Pat
     assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(text, parsed)
     assert parsed.GetRegionObject().GetCodeValue() == region["code"]
     assert parsed.GetTypeObject().GetCodeMeaning() == tumour["terminology"]["type"]["meaning"]
+
+
+def test_results_are_found_again_in_a_reloaded_scene_with_their_maps(tmp_path: Path) -> None:
+    """After a scene is saved and loaded, the panel rebuilds the map list of the newest run from the scene
+    (node attributes and a map -> segmentation reference), and knows which volumes are heat maps."""
+    from MedSegAttentionLib.scene import import_result, load_volume, results_in_scene
+    from MedSegAttentionLib.slicer_support.panel_logic import DictSettings, PanelLogic
+
+    image = slicer_scenarios.write_input(tmp_path / "input.nrrd")
+    folder = slicer_scenarios.write_result_folder(tmp_path / "result", image)
+    scene = slicer.vtkMRMLScene()
+    volume = load_volume(scene, tmp_path / "input.nrrd")
+    first, second = import_result(scene, folder, volume), import_result(scene, folder, volume)
+    assert second.map_titles == {info.name: info.title for info in read_result(folder).maps} and second.map_titles
+
+    scene.SetURL(str(tmp_path / "saved.mrml"))
+    assert scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(tmp_path / "saved.mrml"))
+    reloaded.Import()
+    results = results_in_scene(reloaded)
+    assert [r.segmentation_node.GetID() for r in results] == [first.segmentation_node.GetID(), second.segmentation_node.GetID()]
+    newest = PanelLogic(DictSettings(), reloaded).latestResult()
+    assert newest.segmentation_node.GetID() == second.segmentation_node.GetID()
+    assert newest.map_titles == second.map_titles
+    assert {name: node.GetID() for name, node in newest.map_nodes.items()} == {
+        name: node.GetID() for name, node in second.map_nodes.items()}
+    hidden = PanelLogic(DictSettings(), reloaded).evidenceMapNodeIDs()
+    expected = {node.GetID() for result in (first, second) for node in result.map_nodes.values()}
+    assert set(hidden) == expected and volume.GetID() not in hidden
+    assert PanelLogic(DictSettings(), slicer.vtkMRMLScene()).latestResult() is None

@@ -12,7 +12,7 @@ Imports ``slicer`` (MRML classes) and ``vtk``: inside Slicer these are Slicer's 
 they come from the ``slicer-core`` wheel.
 """
 
-from .importer import ImportedResult, import_result
+from .importer import ImportedResult, SceneResult, import_result, results_in_scene
 from .result import ResultDescription, ResultFormatError, read_result
 from .transaction import SceneTransaction
 from .volumes import ijk_to_ras_array, load_volume, write_volume
@@ -21,10 +21,12 @@ __all__ = [
     "ImportedResult",
     "ResultDescription",
     "ResultFormatError",
+    "SceneResult",
     "SceneTransaction",
     "ijk_to_ras_array",
     "import_result",
     "load_volume",
     "read_result",
+    "results_in_scene",
     "write_volume",
 ]

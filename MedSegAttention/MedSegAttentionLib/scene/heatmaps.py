@@ -15,6 +15,8 @@ SLICER_INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer's built-in 
 OWN_INFERNO_ATTRIBUTE = "MedSegAttention.ColorMap"
 OWN_INFERNO_NAME = "MedSegAttention Inferno"
 MAP_NAME_ATTRIBUTE = "MedSegAttention.MapName"
+MAP_TITLE_ATTRIBUTE = "MedSegAttention.MapTitle"  # the legend text: what the values mean
+RESULT_REFERENCE_ROLE = "MedSegAttention.resultSegmentation"  # map -> the segmentation of its run (saved with the scene)
 LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 DEFAULT_THRESHOLD = 0.05
 # matplotlib's Inferno sampled at 17 evenly spaced points; interpolated linearly to 256 entries.
@@ -86,6 +88,7 @@ def import_map(
     read_volume_data(node, map_info.path)
     check_same_grid(node, input_volume, f"map {map_info.name!r}")
     node.SetAttribute(MAP_NAME_ATTRIBUTE, map_info.name)
+    node.SetAttribute(MAP_TITLE_ATTRIBUTE, map_info.title)
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
     scene.AddNode(node)
     display = slicer.vtkMRMLScalarVolumeDisplayNode()

@@ -22,6 +22,11 @@ class ImportedResult:
     node_ids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def map_titles(self) -> dict[str, str]:
+        """Map name -> legend title, in the card's order."""
+        return {info.name: info.title for info in self.description.maps}
+
     def remove(self, scene: "slicer.vtkMRMLScene") -> None:
         """Take every node of this result out of the scene again."""
         for node_id in reversed(self.node_ids):
@@ -53,6 +58,8 @@ def import_result(
             info.name: heatmaps.import_map(scene, info, input_volume, f"{base} {info.title}", map_threshold)
             for info in description.maps
         }
+        for node in map_nodes.values():  # so the result can be found again after a scene reload
+            node.SetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE, seg_node.GetID())
         transform_id = input_volume.GetTransformNodeID()
         outputs = [seg_node, *map_nodes.values()]
         for node in outputs:
@@ -67,3 +74,33 @@ def import_result(
         node_ids=transaction.added_node_ids,
         warnings=[*description.warnings, *warnings],
     )
+
+
+@dataclass
+class SceneResult:
+    """A result found in the scene (e.g. after reloading a saved scene): its segmentation, its maps by name
+    and their legend titles; the same fields the panel uses of an :class:`ImportedResult`."""
+
+    segmentation_node: "slicer.vtkMRMLSegmentationNode"
+    map_nodes: dict[str, "slicer.vtkMRMLScalarVolumeNode"]
+    map_titles: dict[str, str]
+
+
+def results_in_scene(scene: "slicer.vtkMRMLScene") -> list[SceneResult]:
+    """Every MedSegAttention segmentation in the scene with the evidence maps of its run, oldest first."""
+    segmentations = scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    results = []
+    for index in range(segmentations.GetNumberOfItems()):
+        seg_node = segmentations.GetItemAsObject(index)
+        if seg_node.GetAttribute("MedSegAttention.Model") is None:
+            continue
+        maps = [m for m in heatmaps.map_nodes_in(scene)
+                if m.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) == seg_node.GetID()]
+        results.append(SceneResult(
+            segmentation_node=seg_node,
+            map_nodes={m.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE): m for m in maps},
+            map_titles={m.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE):
+                        m.GetAttribute(heatmaps.MAP_TITLE_ATTRIBUTE) or m.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE)
+                        for m in maps},
+        ))
+    return results

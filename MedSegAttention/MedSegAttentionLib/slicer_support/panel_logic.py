@@ -17,6 +17,7 @@ from typing import Any, MutableMapping, Protocol
 from ..choices import DEVICE_CHOICES
 from ..modelstore.paths import default_store_root
 from ..scene import heatmaps
+from ..scene.importer import results_in_scene
 from ..scene.run import RunOptions, RunState, SegmentationRun
 from .process_runner import (
     ProcessRunner,
@@ -140,6 +141,16 @@ class PanelLogic:
         inputNode = self.scene.GetNodeByID(result.segmentation_node.GetNodeReferenceID(
             result.segmentation_node.GetReferenceImageGeometryReferenceRole()))
         heatmaps.show_map_in_slice_views(self.scene, mapNode, inputNode, opacity)
+
+    def latestResult(self) -> Any:
+        """The newest result in the scene (a :class:`~..scene.importer.SceneResult`), or None: what the
+        panel's map list shows after a scene reload or when the module is entered again."""
+        results = results_in_scene(self.scene)
+        return results[-1] if results else None
+
+    def evidenceMapNodeIDs(self) -> list[str]:
+        """IDs of every evidence-map volume, which the input selector hides (they are not scans)."""
+        return [node.GetID() for node in heatmaps.map_nodes_in(self.scene)]
 
     def setMapOpacity(self, opacity: float) -> None:
         heatmaps.set_map_opacity(self.scene, opacity)
