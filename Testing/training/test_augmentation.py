@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from MedSegAttentionLib.inference.preprocessing import intensity_transform, normalise_intensity
+from phantoms import ellipsoid_phantom
 from training.augmentation import RandAnisotropicResolutiond, RandFieldOfViewPadd, affine_crop_size, augmentations
 from training.preprocessed import Volume
 from training.sampling import PatchSampler
@@ -75,13 +76,12 @@ def test_anisotropic_resolution_blurs_only_the_chosen_axis() -> None:
 
 
 def _ball_volume() -> Volume:
-    z, y, x = np.mgrid[:24, :40, :40]
-    inside = ((z - 12) ** 2 / 64 + (y - 20) ** 2 / 144 + (x - 20) ** 2 / 100) < 1
-    raw = np.where(inside, 100.0, 30.0) + np.random.default_rng(0).normal(0, 2, inside.shape)
-    spec = {"method": "zscore", "nonzero": True}
-    transform = intensity_transform(raw, spec)
-    return Volume("ball", transform(raw)[None], inside.astype(np.int16), (1.0, 1.0, 1.0),
-                  (float(transform(np.zeros(1))[0]),))
+    """The shared ellipsoid phantom as an MR-like scan (bright organ, darker tissue, no zeros), z-scored over
+    non-zero voxels as the left-atrium card does."""
+    image, label = ellipsoid_phantom((24, 40, 40), seed=3, noise=0.03)
+    raw = 30.0 + 70.0 * image.clip(0, None) + 1.0
+    transform = intensity_transform(raw, {"method": "zscore", "nonzero": True})
+    return Volume("ball", transform(raw)[None], label.astype(np.int16), (1.0, 1.0, 1.0), (float(transform(np.zeros(1))[0]),))
 
 
 def _recipe(**augment: object) -> dict:
