@@ -81,3 +81,24 @@ def test_cards_cite_public_sources_and_hold_no_machine_paths() -> None:
         assert paper.get("doi") or paper.get("arxiv"), f"{path.name}: cite the paper by DOI or arXiv id"
         assert "shared/" not in paper["venue"] and "see " not in paper["venue"], path.name
         assert not re.search(r'"(/|[A-Za-z]:\\\\)[^"]*"', text), f"{path.name} holds an absolute path"
+
+
+def _project_sources() -> list[Path]:
+    folders = ("MedSegAttention", "training", "Testing", "benchmarks")
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_small_files_and_functions() -> None:
+    """No source file over 400 lines and no function over 80: one job per module, readable functions."""
+    import ast
+
+    sources = _project_sources()
+    assert len(sources) > 100
+    long_files = {str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long_files, long_files
+    long_functions = [
+        f"{p.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for p in sources for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long_functions, long_functions
