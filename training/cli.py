@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="folder for cv_table.md, dice_boxplot.png, montage.png")
     rep.add_argument("--montage-data", help="data set of the first experiment: also draw its worst/median/best case")
     rep.add_argument("--montage-map", help="evidence map drawn in the montage (default: the card's first)")
+    rep.add_argument("--compare-case", help="with --montage-data: comparison.md and comparison.png, this case by every model")
     rep.add_argument("--device", default="auto")
     bun = sub.add_parser("bundle", help="ship an exported model inside the package (catalog card + weights + reference output)")
     bun.add_argument("--model-dir", required=True, help="export folder holding the card and its float16 weights")
@@ -227,6 +228,12 @@ def _report(args: argparse.Namespace) -> int:
         first = [r for r in results if r.model == results[0].model]
         shown = save_case_montage(first, args.montage_data, out / "montage.png", args.device, args.montage_map)
         print(f"montage of {', '.join(shown)}: {out / 'montage.png'}")
+    if args.compare_case and args.montage_data:
+        from .report import comparison_table, save_comparison
+
+        (out / "comparison.md").write_text(comparison_table(results), encoding="utf-8")
+        save_comparison(results, args.montage_data, args.compare_case, out / "comparison.png", args.device)
+        print(comparison_table(results) + f"comparison of {args.compare_case}: {out / 'comparison.png'}")
     print(f"written: {out / 'cv_table.md'}, {out / 'dice_boxplot.png'}")
     return 0
 

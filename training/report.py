@@ -8,7 +8,10 @@ real inference engine on the original grid), and writes
   standard deviation over folds, and the mean over all cases;
 * ``dice_boxplot.png``: per-case Dice, one box per model;
 * with ``--montage-data``: ``montage.png``, the worst, median and best case of the first model (by
-  Dice) with its segmentation outline (the label's in white) and an evidence map (``--montage-map``).
+  Dice) with its segmentation outline (the label's in white) and an evidence map (``--montage-map``);
+* with ``--compare-case CASE`` (and ``--montage-data``): ``comparison.md``, one row per model (Dice,
+  HD95, ASSD, parameters, seconds per volume) and ``comparison.png``, that case shown by every model
+  with its own first evidence map.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FoldResult", "collect", "cv_table", "save_boxplot", "save_case_montage"]
+__all__ = ["FoldResult", "collect", "comparison_table", "cv_table", "save_boxplot", "save_case_montage", "save_comparison"]
 
 REPORTED = ("dice", "hd95", "assd")
 
@@ -157,3 +160,80 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
     plt.close(fig)
     tmp.cleanup()
     return [case_id for _, case_id in chosen]
+
+
+def _parameters(export_dir: Path) -> int:
+    """Parameters of an export's networks, counted on the meta device from its card."""
+    import torch
+
+    from MedSegAttentionLib.models import build_network, count_parameters
+    from MedSegAttentionLib.modelstore.cards import ModelCard
+
+    from .evaluate import find_model
+
+    card = ModelCard.load(find_model(export_dir)[0])
+    with torch.device("meta"):
+        return sum(count_parameters(build_network(config)) for config in card.networks.values())
+
+
+def comparison_table(results: Sequence[FoldResult]) -> str:
+    """Markdown: one row per model over all its evaluated cases (mean Dice, HD95, ASSD), its parameters
+    and the mean seconds per volume of the whole engine pipeline (``seconds`` of per_case.csv)."""
+    lines = ["| model | cases | Dice | HD95 (mm) | ASSD (mm) | parameters | seconds per volume |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for model in dict.fromkeys(r.model for r in results):
+        folds = [r for r in results if r.model == model]
+        cells = [f"{_mean([v for r in folds for v in r.values(m)]):.3f}" for m in REPORTED]
+        seconds = _mean([float(v) for r in folds for v in {row["case"]: row["seconds"] for row in r.rows}.values()])
+        cases = sum(len(r.case_dice()) for r in folds)
+        lines.append(f"| {model} | {cases} | " + " | ".join(cells)
+                     + f" | {_parameters(folds[0].export_dir) / 1e6:.2f} M | {seconds:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_comparison(results: Sequence[FoldResult], data: str | Path, case_id: str, path: str | Path,
+                    device: str = "auto") -> None:
+    """``case_id`` segmented by every model (one panel each, the first evaluated fold that holds the case):
+    the slice through the label's centre with the label (white) and prediction (red) outlines and the
+    model's first evidence map, titled with the map's legend and the case's Dice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    from MedSegAttentionLib.inference.engine import segment
+    from MedSegAttentionLib.modelstore.store import ModelStore
+
+    from .case_reading import read_case_image, read_case_label
+    from .evaluate import find_model
+    from .raw_dataset import load_dataset
+
+    case = next(c for c in load_dataset(data).cases if c.case_id == case_id)
+    image = read_case_image(case)
+    grey = sitk.GetArrayFromImage(image).astype(np.float32)
+    gt = sitk.GetArrayFromImage(read_case_label(case)) > 0
+    z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
+    lo, hi = np.percentile(grey, [1, 99])
+    models = list(dict.fromkeys(r.model for r in results))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.9), squeeze=False)
+    with tempfile.TemporaryDirectory(prefix="medseg-compare-") as tmp:
+        store = ModelStore(tmp)
+        for ax, model in zip(axes[0], models):
+            fold = next(r for r in results if r.model == model and case_id in r.case_dice())
+            card = store.install_card(*find_model(fold.export_dir))
+            shown = [m for m in card.maps if m["kind"] != "uncertainty"][:1]
+            result = segment(image, card, store, device=device, maps=[shown[0]["name"]] if shown else False)
+            ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
+            if result.maps:
+                heat = sitk.GetArrayFromImage(next(iter(result.maps.values())))[z]
+                ax.imshow(np.ma.masked_less(heat, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.5)
+            ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
+            ax.contour((sitk.GetArrayFromImage(result.label) > 0)[z], levels=[0.5], colors="red", linewidths=1.0)
+            legend = shown[0]["title"].split(":")[0] if shown else "no evidence map"
+            ax.set_title(f"{model}: Dice {fold.case_dice()[case_id]:.3f}\n{legend}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(f"{case_id}: label (white), prediction (red), each network's evidence map (inferno, 0-1)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)

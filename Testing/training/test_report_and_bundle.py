@@ -58,6 +58,26 @@ def test_report_table_boxplot_and_montage(two_folds, phantom_sets, tmp_path, cap
     assert "montage of" in capsys.readouterr().out
 
 
+def test_report_compares_models_on_one_case(two_folds, phantom_sets, tmp_path, capsys) -> None:
+    """Two 'models' (here the same experiment twice): one table row each with parameters and seconds, and
+    one figure of the same case by each."""
+    out, data = tmp_path / "compare", phantom_sets["prostate"]
+    case = next(iter(json.loads((two_folds / "splits.json").read_text())[0]["val"]))
+    assert main(["report", "--experiment", f"first={two_folds}", "--experiment", f"second={two_folds}", "--out", str(out),
+                 "--montage-data", str(data), "--compare-case", case, "--device", "cpu"]) == 0
+    table = (out / "comparison.md").read_text(encoding="utf-8").splitlines()
+    assert table[0].startswith("| model | cases | Dice | HD95 (mm) | ASSD (mm) | parameters | seconds per volume |")
+    rows = [line.split("|") for line in table[2:]]
+    assert [row[1].strip() for row in rows] == ["first", "second"] and rows[0][2:] == rows[1][2:]
+    with open(two_folds / "fold_0" / "export" / "evaluation_fold_0" / "per_case.csv", newline="") as handle:
+        fold0 = list(csv.DictReader(handle))
+    cases = int(rows[0][2])
+    assert cases == len({r["case"] for r in fold0}) + len(json.loads((two_folds / "splits.json").read_text())[1]["val"])
+    assert rows[0][6].strip().endswith(" M") and float(rows[0][7]) > 0
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"comparison of {case}" in capsys.readouterr().out
+
+
 def test_report_refuses_a_folder_without_evaluations(tmp_path, capsys) -> None:
     with pytest.raises(FileNotFoundError, match="no evaluated folds"):
         main(["report", "--experiment", f"x={tmp_path}", "--out", str(tmp_path / "r")])
