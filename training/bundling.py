@@ -58,16 +58,18 @@ def reference_probabilities(networks: Mapping[str, SegmentationNetwork], x: torc
     return out
 
 
-def level_evaluations(export_dir: str | Path) -> dict[str, dict[str, float | int]]:
-    """``{level: {"mean_dice", "cases"}}`` from the ``python -m training evaluate --level L`` summaries next to
-    an export (original cases, as the card runs them); empty when there are none."""
+def level_evaluations(export_dir: str | Path, default_level: str | None = None) -> dict[str, dict[str, float | int]]:
+    """``{level: {"mean_dice", "cases"}}`` from the ``python -m training evaluate [--level L]`` summaries next
+    to an export (original cases, as the card runs them; a summary without a level is the card's
+    ``default_level``); empty when the card has no levels or nothing was evaluated per level."""
     levels: dict[str, dict[str, float | int]] = {}
     for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
         summary = json.loads(path.read_text(encoding="utf-8"))
-        if not summary.get("level") or summary.get("variant", "original") != "original" or summary.get("tta"):
+        level = summary.get("level") or default_level
+        if not level or summary.get("variant", "original") != "original" or summary.get("tta"):
             continue
         dice = [metrics["dice"]["mean"] for metrics in summary["classes"].values()]
-        levels[str(summary["level"])] = {"mean_dice": float(np.mean(dice)), "cases": int(summary["cases"])}
+        levels[str(level)] = {"mean_dice": float(np.mean(dice)), "cases": int(summary["cases"])}
     return dict(sorted(levels.items()))
 
 
@@ -106,7 +108,7 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     target_weights.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights_path, target_weights)
     data = json.loads(card.to_json())
-    levels = level_evaluations(Path(card_path).parent)
+    levels = level_evaluations(Path(card_path).parent, card.inference.get("default_level"))
     if levels:  # the Slicer level chooser shows them beside the measured speed
         validation = data["weights"].setdefault("provenance", {}).setdefault("validation", {}).setdefault("main", {})
         validation["levels"] = levels

@@ -127,6 +127,10 @@ def test_bundling_records_each_levels_accuracy_from_its_evaluations(tmp_path) ->
     summary("evaluation_fold_0_L4", level="L4")
     summary("evaluation_fold_0_oblique_L2", level="L2", variant="oblique")  # another delivery: not the card's figure
     assert level_evaluations(tmp_path) == {"L1": {"mean_dice": 0.61, "cases": 16}, "L4": {"mean_dice": 0.9, "cases": 16}}
+    summary("evaluation_fold_0_tta", tta=True)  # mirrored: not how the card runs
+    (tmp_path / "evaluation_fold_0_L4").rename(tmp_path / "elsewhere")
+    assert level_evaluations(tmp_path, default_level="L4")["L4"] == {"mean_dice": 0.9, "cases": 16}  # the plain run
+    assert set(level_evaluations(tmp_path)) == {"L1"}
 
 
 @pytest.mark.slow
