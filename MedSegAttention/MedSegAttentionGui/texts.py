@@ -7,8 +7,9 @@ def helpText() -> str:
     return _(
         "Segment 3D CT and MR volumes with published attention networks and see the evidence each network "
         "used (attention masks, context residuals, saliency, and an uncertainty map from test-time mirroring) "
-        "as heat maps whose legends say what the values mean. Ships ready to run with a left-atrium model for "
-        "3D late-gadolinium-enhanced MR (compact SIP-Net trained on the LeftAtrium2018 data); the prostate, "
+        "as heat maps whose legends say what the values mean. Ships ready to run with left-atrium models for "
+        "3D late-gadolinium-enhanced MR (compact SIP-Net and ANU-Net, the latter prunable L1-L4, trained on the "
+        "LeftAtrium2018 data), so two networks and their evidence can be compared on the same scan; the prostate, "
         "pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their weights are "
         "installed. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
         "For research use only, not for clinical decisions. "
