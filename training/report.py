@@ -143,23 +143,30 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
                          maps=[map_name] if map_name else [card.maps[0]["name"]] if card.maps else False)
         grey = sitk.GetArrayFromImage(read_case_image(cases[case_id])).astype(np.float32)
         gt = sitk.GetArrayFromImage(read_case_label(cases[case_id])) > 0
-        pred = sitk.GetArrayFromImage(result.label) > 0
-        z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
-        lo, hi = np.percentile(grey, [1, 99])
-        ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
-        if result.maps:
-            heat = next(iter(result.maps.values()))
-            ax.imshow(np.ma.masked_less(sitk.GetArrayFromImage(heat)[z], 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.45)
-        ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
-        ax.contour(pred[z], levels=[0.5], colors="red", linewidths=1.0)
-        ax.set_title(f"{tag}: {case_id} (fold {fold.fold})\nDice {dice:.3f}", fontsize=9)
-        ax.axis("off")
+        _draw_case(ax, grey, gt, result, f"{tag}: {case_id} (fold {fold.fold})\nDice {dice:.3f}", 9)
     fig.suptitle(f"{results[0].model}: label (white), prediction (red), evidence map (inferno)", fontsize=9)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
     tmp.cleanup()
     return [case_id for _, case_id in chosen]
+
+
+def _draw_case(ax, grey: np.ndarray, gt: np.ndarray, result, title: str, fontsize: int) -> None:  # noqa: ANN001
+    """One panel: the axial slice through the label's centre, the result's first map (inferno, 0-1, values
+    under 0.05 clear), the label (white) and prediction (red) outlines."""
+    import SimpleITK as sitk
+
+    z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
+    lo, hi = np.percentile(grey, [1, 99])
+    ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
+    if result.maps:
+        heat = sitk.GetArrayFromImage(next(iter(result.maps.values())))[z]
+        ax.imshow(np.ma.masked_less(heat, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.45)
+    ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
+    ax.contour((sitk.GetArrayFromImage(result.label) > 0)[z], levels=[0.5], colors="red", linewidths=1.0)
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
 
 
 def _parameters(export_dir: Path) -> int:
@@ -213,8 +220,6 @@ def save_comparison(results: Sequence[FoldResult], data: str | Path, case_id: st
     image = read_case_image(case)
     grey = sitk.GetArrayFromImage(image).astype(np.float32)
     gt = sitk.GetArrayFromImage(read_case_label(case)) > 0
-    z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
-    lo, hi = np.percentile(grey, [1, 99])
     models = list(dict.fromkeys(r.model for r in results))
     fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.9), squeeze=False)
     with tempfile.TemporaryDirectory(prefix="medseg-compare-") as tmp:
@@ -224,15 +229,8 @@ def save_comparison(results: Sequence[FoldResult], data: str | Path, case_id: st
             card = store.install_card(*find_model(fold.export_dir))
             shown = [m for m in card.maps if m["kind"] != "uncertainty"][:1]
             result = segment(image, card, store, device=device, maps=[shown[0]["name"]] if shown else False)
-            ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
-            if result.maps:
-                heat = sitk.GetArrayFromImage(next(iter(result.maps.values())))[z]
-                ax.imshow(np.ma.masked_less(heat, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.5)
-            ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
-            ax.contour((sitk.GetArrayFromImage(result.label) > 0)[z], levels=[0.5], colors="red", linewidths=1.0)
             legend = shown[0]["title"].split(":")[0] if shown else "no evidence map"
-            ax.set_title(f"{model}: Dice {fold.case_dice()[case_id]:.3f}\n{legend}", fontsize=8)
-            ax.axis("off")
+            _draw_case(ax, grey, gt, result, f"{model}: Dice {fold.case_dice()[case_id]:.3f}\n{legend}", 8)
     fig.suptitle(f"{case_id}: label (white), prediction (red), each network's evidence map (inferno, 0-1)", fontsize=9)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)

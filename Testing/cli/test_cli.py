@@ -19,7 +19,7 @@ from volumes import phantom_volume
 
 def run_medseg(args: list[str], store: Path, **kwargs) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDSEG_MODEL_DIR": str(store)}
-    return subprocess.run([sys.executable, "-m", "MedSegAttentionLib.cli", *args], env=env, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, "-m", "MedSegAttentionLib.cli", *args], env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, **kwargs)
 
 
 def machine_lines(stdout: str, kind: str) -> list[dict]:
