@@ -94,7 +94,7 @@ def test_real_model_list_offers_levels_for_anunet_only(tmp_path: Path) -> None:
     runner.wait(timeout_s=120)
     assert runner.status is ExitStatus.SUCCESS, runner.stderr_tail()
     levels = {m["id"]: child_reports.model_levels(m) for m in child_reports.parse_model_list(runner.stdout_text())}
-    assert levels.pop("anunet-liver-ct") == ["L1", "L2", "L3", "L4"]
+    assert levels.pop("anunet-liver-ct") == levels.pop("anunet-left-atrium-mr") == ["L1", "L2", "L3", "L4"]
     assert levels and not any(levels.values())
 
 
@@ -215,6 +215,10 @@ def test_model_choices_grey_what_cannot_run_and_explain_it_in_a_tooltip() -> Non
     assert child_reports.first_ready_index(models) == [m["id"] for m in models].index("sipnet-left-atrium-mr")
     assert child_reports.first_ready_index(models, "conresnet-pancreas-ct") == [m["id"] for m in models].index("conresnet-pancreas-ct")
     assert child_reports.first_ready_index([]) == -1
+    plain = [{"id": "a", "installed": False}, {"id": "b", "installed": True}, {"id": "c", "installed": True}]
+    assert child_reports.first_ready_index(plain) == 1  # no accuracy known: the first that can run
+    plain[2]["validation"] = {"mean_dice": 0.9}
+    assert child_reports.first_ready_index(plain) == 2  # else the most accurate that can run
 
 
 def test_install_missing_asks_once_installs_torch_then_the_rest_under_constraints(tmp_path: Path) -> None:

@@ -40,6 +40,15 @@ TINY: dict[str, tuple[str, list[str]]] = {
         "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2", "data.label_mapping=prostate_gland",
         "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
     ]),
+    "conresnet-left-atrium-mr-compact": ("prostate", [  # the compact (CPU-trainable) variant of the above
+        "network={base_channels: 8, norm_groups: 4, blocks: [1, 1, 1, 1, 1], dropout: 0.0}",
+        "sampling.patch_size=[16, 16, 8]", "sampling.batch_size=2", "data.label_mapping=prostate_gland",
+        "card_overrides.inference.patch_size=[16, 16, 8]", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
+    "anunet-left-atrium-mr-compact": ("prostate", [  # 2D, slice by slice; the gland stands in for the atrium
+        "network={features: [4, 8, 8, 16, 16]}", "sampling.patch_size=[32, 32, 1]", "sampling.batch_size=2",
+        "data.label_mapping=prostate_gland", "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
     "anunet-liver-ct": ("liver", [
         "network={features: [4, 8, 8, 16, 16]}", "sampling.patch_size=[32, 32, 1]", "sampling.batch_size=2",
     ]),

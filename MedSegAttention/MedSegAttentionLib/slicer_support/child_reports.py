@@ -124,8 +124,12 @@ def model_choice(entry: dict[str, Any]) -> ModelChoice:
 
 
 def first_ready_index(models: list[dict[str, Any]], wanted: str = "") -> int:
-    """The model to select: the one asked for if present, else the first that can run, else the first; -1 if none."""
+    """The model to select: the one asked for if present, else the most accurate one that can run (the
+    card's validation Dice; the first listed on a tie or without one), else the first; -1 if none."""
     ids = [m.get("id") for m in models]
     if wanted in ids:
         return ids.index(wanted)
-    return next((i for i, m in enumerate(models) if m.get("installed")), 0 if models else -1)
+    ready = [i for i, m in enumerate(models) if m.get("installed")]
+    if not ready:
+        return 0 if models else -1
+    return max(ready, key=lambda i: (((models[i].get("validation") or {}).get("mean_dice") or -1.0), -i))
