@@ -231,9 +231,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.compare_case and args.montage_data:
         from .report import comparison_table, save_comparison
 
-        (out / "comparison.md").write_text(comparison_table(results), encoding="utf-8")
+        comparison = comparison_table(results)
+        (out / "comparison.md").write_text(comparison, encoding="utf-8")
         save_comparison(results, args.montage_data, args.compare_case, out / "comparison.png", args.device)
-        print(comparison_table(results) + f"comparison of {args.compare_case}: {out / 'comparison.png'}")
+        print(comparison + f"comparison of {args.compare_case}: {out / 'comparison.png'}")
     print(f"written: {out / 'cv_table.md'}, {out / 'dice_boxplot.png'}")
     return 0
 

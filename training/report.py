@@ -170,17 +170,13 @@ def _draw_case(ax, grey: np.ndarray, gt: np.ndarray, result, title: str, fontsiz
 
 
 def _parameters(export_dir: Path) -> int:
-    """Parameters of an export's networks, counted on the meta device from its card."""
-    import torch
-
-    from MedSegAttentionLib.models import build_network, count_parameters
+    """Parameters of an export's networks, counted from its card."""
+    from MedSegAttentionLib.models import count_config_parameters
     from MedSegAttentionLib.modelstore.cards import ModelCard
 
     from .evaluate import find_model
 
-    card = ModelCard.load(find_model(export_dir)[0])
-    with torch.device("meta"):
-        return sum(count_parameters(build_network(config)) for config in card.networks.values())
+    return count_config_parameters(ModelCard.load(find_model(export_dir)[0]).networks.values())
 
 
 def comparison_table(results: Sequence[FoldResult]) -> str:

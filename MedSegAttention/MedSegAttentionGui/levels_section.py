@@ -25,9 +25,10 @@ class LevelsSection:
 
     def update(self) -> None:
         """Show the table for the current model and device; measure it in a child process when unknown."""
-        model, device, _info, _hardware, busy, installed = self._state()
+        model, device, info, hardware, busy, installed = self._state()
         self.ui.levelInfoLabel.visible = bool(child_reports.model_levels(model))
-        view = self.chooser.update(self._key(), (model or {}).get("id", ""), device, busy=busy, can_measure=installed)
+        key = level_key(model, device, info, hardware)
+        view = self.chooser.update(key, (model or {}).get("id", ""), device, busy=busy, can_measure=installed)
         if view is not None:
             self._show(view.table)
         if view is not None and view.runner is not None:

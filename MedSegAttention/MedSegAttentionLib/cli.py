@@ -173,12 +173,9 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
 def _parameter_count(card) -> int | None:  # noqa: ANN001
     """Parameters of the card's networks, counted on the meta device (no memory, no weights needed)."""
     try:
-        import torch
+        from .models import count_config_parameters
 
-        from .models import build_network, count_parameters
-
-        with torch.device("meta"):
-            return sum(count_parameters(build_network(config)) for config in card.networks.values())
+        return count_config_parameters(card.networks.values())
     except Exception:  # noqa: BLE001 - a fact for a tooltip, never a reason to fail the listing
         return None
 

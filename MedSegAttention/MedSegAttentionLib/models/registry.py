@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from .base import SegmentationNetwork
+from .base import SegmentationNetwork, count_parameters
 
 #: registry name -> "module:Class" (relative to this package)
 NETWORKS: dict[str, str] = {
@@ -52,3 +52,12 @@ def build_network(config: Mapping[str, Any]) -> SegmentationNetwork:
         valid = sorted(set(accepted) - {"self"})
         raise ValueError(f"{config['name']}: unknown hyper-parameter(s) {unknown}; valid: {valid}")
     return cls(**params)
+
+
+def count_config_parameters(configs: Iterable[Mapping[str, Any]]) -> int:
+    """Parameters of the networks the configs describe (a card's ``networks``), built on the meta device:
+    no memory, no weights needed."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(count_parameters(build_network(config)) for config in configs)

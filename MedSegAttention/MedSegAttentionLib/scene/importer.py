@@ -89,13 +89,13 @@ class SceneResult:
 def results_in_scene(scene: "slicer.vtkMRMLScene") -> list[SceneResult]:
     """Every MedSegAttention segmentation in the scene with the evidence maps of its run, oldest first."""
     segmentations = scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    all_maps = heatmaps.map_nodes_in(scene)
     results = []
     for index in range(segmentations.GetNumberOfItems()):
         seg_node = segmentations.GetItemAsObject(index)
         if seg_node.GetAttribute("MedSegAttention.Model") is None:
             continue
-        maps = [m for m in heatmaps.map_nodes_in(scene)
-                if m.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) == seg_node.GetID()]
+        maps = [m for m in all_maps if m.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) == seg_node.GetID()]
         results.append(SceneResult(
             segmentation_node=seg_node,
             map_nodes={m.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE): m for m in maps},
