@@ -8,6 +8,8 @@ and the run settings (``train``). Preprocessing is never part of a recipe: it is
 
 Cascades (RA-UNet's three networks, RSTN's three views) have one recipe with a ``stages`` mapping:
 ``stages.<role>`` holds overrides for the network of that role; ``--stage <role>`` selects it.
+A network or inference setting set to ``null`` in ``card_overrides`` is dropped from the card (RA-UNet
+on an organ without a tumour stage: ``networks: {tumour: null}``).
 
 Settings that inference reads from the card are taken from the card, never restated: the slice
 context of 2D networks (``inference.slice_context``; RA-UNet's localiser runs without) and the margin
@@ -239,6 +241,16 @@ def _base_card(spec: Any, where: str) -> dict[str, Any]:
     raise ValueError(f"{where}: 'card' must name a catalog card (or be a card dict)")
 
 
+def _card_with_overrides(card: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``card`` updated by ``overrides``; a ``networks`` or ``inference`` entry set to null is removed."""
+    merged = deep_merge(card, overrides)
+    for section in ("networks", "inference"):
+        dropped = [k for k, v in (overrides.get(section) or {}).items() if v is None]
+        for key in dropped:
+            merged[section].pop(key, None)
+    return merged
+
+
 def load_recipe(name_or_path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Recipe:
     """Load a shipped recipe by name, or any recipe YAML by path, and apply ``overrides``.
 
@@ -259,7 +271,7 @@ def load_recipe(name_or_path: str | os.PathLike[str], overrides: Iterable[str] =
     data = apply_overrides(deep_merge(DEFAULTS, raw), overrides)
     name = str(data.pop("name", None) or path.stem)
     data.pop("description", None)
-    card = deep_merge(_base_card(data["card"], str(path)), data.get("card_overrides") or {})
+    card = _card_with_overrides(_base_card(data["card"], str(path)), data.get("card_overrides") or {})
     card["weights"] = None
     ModelCard.from_dict({**card}, source=f"recipe {name}")
     for stage in [data, *(data.get("stages") or {}).values()]:

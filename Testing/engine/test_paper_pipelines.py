@@ -206,6 +206,23 @@ def test_raunet_paper_cascade_window_sizes_largest_liver_component_and_hard_gate
     assert set(torch.unique(probs).tolist()) <= {0.0, 1.0}
 
 
+def test_raunet_cascade_without_a_tumour_stage_gives_the_largest_organ_component_in_two_classes() -> None:
+    """An organ without a lesion stage (the left-atrium RA-UNet): localiser, box, RA-UNet-II, largest
+    component; background and organ only, the RA-UNet-II maps inside the box."""
+    localizer = _Recorder(2, lambda x: x > 0.5)
+    organ = _Recorder(3, lambda x: x > 0.5)
+    volume = _liver_scene()
+    volume[0, 4:30, 41:44, 20:30] = 1.0  # an organ-bright strip inside the box, joined to nothing
+    inference = {"localizer_size": [128, 128], "liver_box_size": [64, 64], "liver_patch_size": [64, 64, 16],
+                 "box_margin": 2, "blend": "constant"}
+    probs, maps = run_raunet_cascade(volume, {"localizer": localizer, "liver": organ}, inference, RunContext(amp=False), True)
+    expected = torch.zeros(36, 60, 70, dtype=torch.long)
+    expected[4:30, 10:40, 12:50] = 1  # the tumour-bright block is organ too; no strip (largest component)
+    assert probs.shape == (2, 36, 60, 70) and torch.equal(probs.argmax(0), expected)
+    assert set(organ.sizes) == {(16, 64, 64)}
+    assert not any(name.startswith("tumour.") for name in maps)
+
+
 def test_raunet_soft_gate_and_no_liver_component_step_are_switches() -> None:
     localizer = _Recorder(2, lambda x: x > 0.5)
     liver = _Recorder(3, lambda x: x > 0.5)

@@ -61,6 +61,22 @@ TINY: dict[str, tuple[str, list[str]]] = {
         "stages.tumour.sampling.patch_size=[16, 16, 8]", "stages.tumour.sampling.batch_size=2",
         "card_overrides.inference.patch_size=[16, 16, 16]", "card_overrides.preprocessing.target_spacing=[1.5, 1.5, 2.0]",
     ]),
+    "raunet-left-atrium-mr-compact": ("prostate", [  # the cascade without a tumour stage; the gland stands in
+        "stages.localizer.network={base_channels: 8, mask_depths: [0, 1]}",
+        "stages.liver.network={base_channels: 4, mask_depths: [0, 1]}",
+        "stages.localizer.sampling.patch_size=[32, 32, 1]", "stages.localizer.sampling.batch_size=2",
+        "stages.liver.sampling.patch_size=[16, 16, 8]", "stages.liver.sampling.batch_size=2",
+        "stages.liver.sampling.crop_to_label={labels: [1, 2]}", "data.label_mapping=prostate_gland",
+        "card_overrides.inference.localizer_size=[32, 32]", "card_overrides.inference.liver_box_size=[16, 16]",
+        "card_overrides.inference.liver_patch_size=[16, 16, 8]", "card_overrides.inference.patch_size=[16, 16, 8]",
+        "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
+    "rstn-left-atrium-mr-compact": ("prostate", [  # three views; the gland stands in for the atrium
+        "network={base_channels: 4, margin: 4}", "sampling.patch_size=[32, 32, 1]", "sampling.batch_size=2",
+        "stages.coronal.sampling.patch_size=[32, 16, 1]", "stages.sagittal.sampling.patch_size=[32, 16, 1]",
+        "rstn.ground_truth_crop_steps=1", "card_overrides.inference.max_rounds=2", "data.label_mapping=prostate_gland",
+        "card_overrides.preprocessing.target_spacing=[1.0, 1.0, 1.5]",
+    ]),
     "rstn-pancreas-ct": ("pancreas", [
         "network={base_channels: 4, margin: 4}", "sampling.patch_size=[32, 32, 1]", "sampling.batch_size=2",
         "stages.coronal.sampling.patch_size=[32, 32, 1]", "stages.sagittal.sampling.patch_size=[32, 32, 1]",

@@ -35,6 +35,8 @@ def test_shipped_recipes_load_and_name_catalog_cards() -> None:
     assert la.card["id"] == "sipnet-left-atrium-mr"
     assert la.card["labels"][0]["value"] == 1 and la.card["modality"] == "MR"
     assert la.card["preprocessing"]["intensity"]["method"] == "zscore"
+    organ_only = load_recipe("raunet-left-atrium-mr-compact")  # null in card_overrides drops the tumour stage
+    assert organ_only.roles == ["localizer", "liver"] and "tumour_patch_size" not in organ_only.card["inference"]
 
 
 def test_overrides_are_yaml_typed_and_validated() -> None:

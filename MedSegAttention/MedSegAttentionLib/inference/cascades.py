@@ -40,7 +40,9 @@ def run_raunet_cascade(
        that liver. ``soft`` (the project's earlier composition) gives P(tumour) = P(liver) P(tumour),
        P(liver only) = P(liver) (1 - P(tumour)) instead.
     Sizes left out of the card run the stage at the card's grid with ``patch_size``. Maps of each
-    stage are named ``<role>.<map>``, on the card's grid, zero outside the box.
+    stage are named ``<role>.<map>``, on the card's grid, zero outside the box. A card without a
+    ``tumour`` network (an organ with no lesion stage, e.g. the left atrium) stops after step 2: the
+    largest component of RA-UNet-II's mask is the organ, and the output has two classes.
     """
     overlap, blend = float(inference.get("overlap", 0.5)), str(inference.get("blend", "gaussian"))
     margin = int(inference.get("box_margin", 4))
@@ -56,12 +58,13 @@ def run_raunet_cascade(
     maps.update(_prefixed("localizer", {k: resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
     box = bounding_box(liver_mask, margin)
-    probabilities = torch.zeros((3,) + spatial, device=coarse.device)
+    roles = [role for role in ("liver", "tumour") if role in networks]
+    probabilities = torch.zeros((len(roles) + 1,) + spatial, device=coarse.device)
     probabilities[0] = 1.0
     if box is None:
-        ctx.warn("RA-UNet localiser found no liver; the segmentation is empty")
-        ctx.report(1.0, "no liver found")
-        return probabilities, {**maps, **_empty_stage_maps(networks, spatial, coarse.device, with_maps)}
+        ctx.warn("RA-UNet localiser found no organ (RA-UNet-I's mask is empty); the segmentation is empty")
+        ctx.report(1.0, "no organ found")
+        return probabilities, {**maps, **_empty_stage_maps(networks, roles, spatial, coarse.device, with_maps)}
 
     cropped = volume[(slice(None),) + box]
     box_yx = tuple(cropped.shape[2:])
@@ -70,33 +73,50 @@ def run_raunet_cascade(
                                                  ctx.span(0.3, 0.65), overlap, blend, with_maps)
     liver = resize_in_plane(liver, box_yx)
     liver_maps = {k: resize_in_plane(v, box_yx) for k, v in liver_maps.items()}
-    tumour, tumour_maps = sliding_window_inference(cropped, networks["tumour"], stage_patch_zyx(inference, "tumour_patch_size"),
-                                                   ctx.span(0.65, 1.0), overlap, blend, with_maps)
-    p_liver, p_tumour = liver[1], tumour[1:].sum(0) if tumour.shape[0] > 2 else tumour[1]
-    if gate == "hard":
-        in_liver = (p_liver >= 0.5).cpu().numpy().astype(np.uint8)
-        if inference.get("liver_largest_component", True):
-            in_liver = keep_largest_component(in_liver)
-        inside = torch.from_numpy(in_liver.astype(bool)).to(p_liver.device)
-        is_tumour = inside & (p_tumour >= 0.5)
-        stage = torch.stack([~inside, inside & ~is_tumour, is_tumour]).float()
+    stage_maps = {"liver": liver_maps}
+    if "tumour" in networks:
+        tumour, stage_maps["tumour"] = sliding_window_inference(
+            cropped, networks["tumour"], stage_patch_zyx(inference, "tumour_patch_size"), ctx.span(0.65, 1.0),
+            overlap, blend, with_maps)
+        stage = _with_tumour(liver[1], tumour[1:].sum(0) if tumour.shape[0] > 2 else tumour[1], inference, gate)
     else:
-        stage = torch.stack([1 - p_liver, p_liver * (1 - p_tumour), p_liver * p_tumour])
+        inside = _organ_mask(liver[1], inference)
+        stage = torch.stack([~inside, inside]).float()
+        ctx.report(1.0, "organ segmented")
     probabilities[(slice(None),) + box] = stage
-    for role, stage_maps in (("liver", liver_maps), ("tumour", tumour_maps)):
-        for name, value in stage_maps.items():
+    for role, role_maps in stage_maps.items():
+        for name, value in role_maps.items():
             full = torch.zeros((value.shape[0],) + spatial, device=value.device)
             full[(slice(None),) + box] = value
             maps[f"{role}.{name}"] = full
     return probabilities, maps
 
 
+def _organ_mask(p_organ: torch.Tensor, inference: Mapping[str, Any]) -> torch.Tensor:
+    """RA-UNet-II's organ mask: p >= 0.5, its largest component unless ``liver_largest_component`` is off."""
+    mask = (p_organ >= 0.5).cpu().numpy().astype(np.uint8)
+    if inference.get("liver_largest_component", True):
+        mask = keep_largest_component(mask)
+    return torch.from_numpy(mask.astype(bool)).to(p_organ.device)
+
+
+def _with_tumour(p_liver: torch.Tensor, p_tumour: torch.Tensor, inference: Mapping[str, Any], gate: str) -> torch.Tensor:
+    """(background, liver, tumour) in the box: tumour kept only inside the liver (``hard``) or composed
+    as probabilities (``soft``), see :func:`run_raunet_cascade`."""
+    if gate == "hard":
+        inside = _organ_mask(p_liver, inference)
+        is_tumour = inside & (p_tumour >= 0.5)
+        return torch.stack([~inside, inside & ~is_tumour, is_tumour]).float()
+    return torch.stack([1 - p_liver, p_liver * (1 - p_tumour), p_liver * p_tumour])
+
+
 def _empty_stage_maps(
-    networks: Mapping[str, SegmentationNetwork], spatial: tuple[int, ...], device: torch.device, with_maps: bool
+    networks: Mapping[str, SegmentationNetwork], roles: list[str], spatial: tuple[int, ...], device: torch.device,
+    with_maps: bool,
 ) -> dict[str, torch.Tensor]:
     if not with_maps:
         return {}
-    return {f"{role}.{name}": torch.zeros((1,) + spatial, device=device) for role in ("liver", "tumour") for name in networks[role].map_names}
+    return {f"{role}.{name}": torch.zeros((1,) + spatial, device=device) for role in roles for name in networks[role].map_names}
 
 
 #: view name -> permutation of a (C, D, H, W) volume that puts that view's slicing axis first
