@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .choices import DEVICE_CHOICES, PRUNING_LEVELS
+from .choices import BACKEND_CHOICES, DEVICE_CHOICES, PRUNING_LEVELS
 from .errors import InputError, MedSegError, ModelError
 from .inference.imageio import IMAGE_SUFFIXES, is_image_file
 from .protocol import EXIT_BUG, EXIT_OK, format_line
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, help="model id (see 'medseg models')")
     seg.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} (auto: CUDA, else MPS, else CPU); "
                      "cuda:N picks one GPU")
+    seg.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                     help="what runs the networks on the CPU: auto (OpenVINO when installed, else PyTorch), "
+                          "pytorch or openvino; GPUs run PyTorch")
     seg.add_argument("--output-dir", default="medseg-output", help="results go to OUTPUT_DIR/<case name>/")
     seg.add_argument("--maps", default="all", help="'all', 'none' or a comma-separated list of map names")
     seg.add_argument("--level", choices=PRUNING_LEVELS, help="ANU-Net pruning level")
@@ -235,7 +238,8 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
     device = shard_device if shard_device and args.device == "auto" else args.device
     from .inference.engine import Predictor
 
-    predictor = Predictor(card, store, device, level=args.level, batch_size=args.batch_size, tta=args.tta)
+    predictor = Predictor(card, store, device, level=args.level, batch_size=args.batch_size, tta=args.tta,
+                          backend=args.backend)
     names = [case_name(c) for c in cases]
     if len(set(names)) != len(names):
         raise InputError("two inputs share a case name; give them distinct names or run them separately")
@@ -287,6 +291,11 @@ def _segment_case(args: argparse.Namespace, predictor, maps, reporter: Reporter,
         reporter.progress((index + fraction) / total, f"{name}: {message}" if total > 1 else message)
 
     result = predictor.predict(case, maps, progress=progress, cancel=cancel_event.is_set)
+    if index == 0:
+        reporter.emit("info", message=f"networks ran on {result.backend} ({result.device})")
+    if result.timings.get("openvino_prepare"):
+        reporter.emit("info", message=f"OpenVINO: model converted or loaded in {result.timings['openvino_prepare']:.1f} s "
+                                      "(once per model; cached for later runs)")
     if result.timings.get("tta_passes"):
         reporter.emit("info", message=f"test-time mirroring: {int(result.timings['tta_passes'])} passes, "
                                       f"inference {result.timings['inference']:.1f} s (--no-tta: one pass)")
@@ -300,6 +309,9 @@ def _segment_case(args: argparse.Namespace, predictor, maps, reporter: Reporter,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Threads that wait for work sleep instead of spinning: beside Slicer or another job a spinning
+    # OpenMP pool slowed a run 5x (docs/benchmarks.md). Set before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     reporter = Reporter(getattr(args, "progress_format", "bar"))
     cancel_event = threading.Event()
 

@@ -53,9 +53,9 @@ def test_cpu_caps_the_cards_batch_unless_the_user_chose_one(tmp_path) -> None:
 
     network.forward = recording_forward
     volume, _ = phantom_volume(size_zyx=(24, 48, 40))
-    auto = segment(volume, card, store, device="cpu", networks={"main": network})
+    auto = segment(volume, card, store, device="cpu", networks={"main": network}, backend="pytorch")
     assert max(sizes) == CPU_MAX_BATCH
     sizes.clear()
-    chosen = segment(volume, card, store, device="cpu", networks={"main": network}, batch_size=5)
+    chosen = segment(volume, card, store, device="cpu", networks={"main": network}, batch_size=5, backend="pytorch")
     assert max(sizes) == 5
     np.testing.assert_array_equal(sitk.GetArrayFromImage(auto.label), sitk.GetArrayFromImage(chosen.label))

@@ -31,6 +31,7 @@ from .sliding_window import choose_batch_size
 from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
 from .input_checks import validate_volume
+from .openvino_backend import OpenVINORunner, choose_backend, describe_backend
 
 LEVELS = PRUNING_LEVELS
 # On the CPU a card's (GPU-sized) batch is capped: larger batches spill the caches and run slower per
@@ -47,6 +48,7 @@ class SegmentationResult:
     maps: dict[str, sitk.Image]
     device: str
     level: str | None = None
+    backend: str = ""  # what ran the networks: "openvino 2026.4.1", "pytorch 2.13.0"
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     input_path: str | None = None
@@ -92,13 +94,24 @@ class Predictor:
     takes the card's ``inference.tta`` (off when absent). With it the ``uncertainty`` map exists.
     Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
     that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
+
+    ``backend``: ``auto`` runs the forward passes on OpenVINO on the CPU when it is installed
+    (:mod:`.openvino_backend`; converted models cached in the store's ``cache/openvino``), else PyTorch;
+    ``pytorch`` or ``openvino`` choose. The result says which ran (``SegmentationResult.backend``).
     """
 
     def __init__(self, card: ModelCard, store: ModelStore | None = None, device: str = "auto",
                  networks: dict[str, SegmentationNetwork] | None = None, level: str | None = None,
-                 batch_size: int | None = None, tta: bool | None = None, memory_budget_gib: float = 8.0) -> None:
+                 batch_size: int | None = None, tta: bool | None = None, memory_budget_gib: float = 8.0,
+                 backend: str = "auto") -> None:
         self.card, self.batch_size, self.memory_budget_gib = card, batch_size, memory_budget_gib
         self.device = resolve_device(device)
+        self.backend = choose_backend(backend, self.device)
+        self._backend_warnings: list[str] = []
+        self.runner = None
+        if self.backend == "openvino":
+            cache = store.root / "cache" / "openvino" if store is not None else None
+            self.runner = OpenVINORunner(cache, warn=self._backend_warnings.append)
         t0 = time.perf_counter()
         if networks is None:
             if store is None:
@@ -116,7 +129,8 @@ class Predictor:
         self.load_seconds = time.perf_counter() - t0
 
     def _context(self, progress: ProgressCallback | None, cancel: CancelCheck | None) -> RunContext:
-        ctx = RunContext(device=self.device, progress=progress, cancel=cancel)
+        ctx = RunContext(device=self.device, progress=progress, cancel=cancel,
+                         runner=self.runner if self.device.type == "cpu" else None)
         ctx.batch_size = int(self.batch_size or self.card.inference.get("batch_size", 4))
         if self.batch_size is None and ctx.device.type == "cpu":
             ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)
@@ -146,9 +160,16 @@ class Predictor:
         volume = torch.from_numpy(array)
         if self.batch_size is None and ctx.device.type == "cuda":
             ctx.batch_size = _batch_for_memory(self.networks, card, volume, ctx, self.memory_budget_gib, bool(wanted_maps))
+        prepared = self.runner.prepare_seconds if self.runner is not None else 0.0
+        if self.runner is not None:
+            self.runner.ran.clear()
         probabilities, raw_maps = _predict_with_fallback(volume, self.networks, card, ctx, bool(wanted_maps), self.mirror_axes)
         self.device = ctx.device  # after an out-of-memory fall back to the CPU, stay there
         timings["inference"] = time.perf_counter() - t0
+        if self.runner is not None and self.runner.prepare_seconds > prepared:
+            timings["openvino_prepare"] = self.runner.prepare_seconds - prepared  # included in "inference"
+        ctx.warnings.extend(self._backend_warnings)
+        self._backend_warnings.clear()
         if self.mirror_axes is not None:
             timings["tta_passes"] = float(len(mirror_members(self.mirror_axes)))
 
@@ -159,8 +180,16 @@ class Predictor:
         timings["postprocess"] = time.perf_counter() - t0
         ctx.report(1.0, "done")
         return SegmentationResult(card=card, label=label, maps=out_maps, device=describe_device(ctx.device),
-                                  level=self.level, warnings=list(ctx.warnings), timings=timings,
+                                  level=self.level, backend=self._backend_used(ctx), warnings=list(ctx.warnings), timings=timings,
                                   input_path=input_path, image=image)
+
+    def _backend_used(self, ctx: RunContext) -> str:
+        """What ran the networks: PyTorch, or OpenVINO with the networks that stayed on PyTorch named
+        (RSTN's coarse pass and rounds, a network whose conversion failed)."""
+        if ctx.runner is None or not ctx.runner.ran:
+            return describe_backend("pytorch")
+        on_pytorch = sorted(role for role, net in self.networks.items() if id(net) not in ctx.runner.ran)
+        return describe_backend("openvino") + (f" ({', '.join(on_pytorch)} on PyTorch)" if on_pytorch else "")
 
     def _maps_on_input_grid(self, wanted: list[dict[str, Any]], raw_maps: dict[str, torch.Tensor], grid: sitk.Image,
                             image: sitk.Image, ctx: RunContext, asked_by_name: bool) -> dict[str, sitk.Image]:
@@ -194,6 +223,7 @@ def segment(
     networks: dict[str, SegmentationNetwork] | None = None,
     memory_budget_gib: float = 8.0,
     tta: bool | None = None,
+    backend: str = "auto",
 ) -> SegmentationResult:
     """One image, one card: :class:`Predictor` built and used once (see there for the arguments).
 
@@ -203,7 +233,7 @@ def segment(
     if not isinstance(image, sitk.Image):
         input_path = str(Path(image).resolve())
         image = read_image(image)
-    predictor = Predictor(card, store, device, networks, level, batch_size, tta, memory_budget_gib)
+    predictor = Predictor(card, store, device, networks, level, batch_size, tta, memory_budget_gib, backend)
     result = predictor.predict(image, maps, progress, cancel)
     result.input_path = input_path
     result.timings["load"] = predictor.load_seconds

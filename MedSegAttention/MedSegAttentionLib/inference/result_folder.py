@@ -101,6 +101,7 @@ def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, 
         "labels": result.card.labels,
         "maps": map_entries,
         "device": result.device,
+        "backend": result.backend,
         "warnings": result.warnings,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -30,6 +30,7 @@ class RunContext:
     progress: ProgressCallback | None = None
     cancel: CancelCheck | None = None
     warnings: list[str] = field(default_factory=list)
+    runner: Any = None  # an OpenVINORunner when the forward passes run on OpenVINO (openvino_backend)
     _start: float = 0.0
     _end: float = 1.0
     _last: list[float] = field(default_factory=lambda: [0.0])
@@ -58,6 +59,7 @@ class RunContext:
             progress=self.progress,
             cancel=self.cancel,
             warnings=self.warnings,
+            runner=self.runner,
         )
         child._start, child._end, child._last = self._start + width * start, self._start + width * end, self._last
         return child

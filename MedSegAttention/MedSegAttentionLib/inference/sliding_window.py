@@ -51,6 +51,10 @@ def _predict(
     net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None,
     stage: str = "full",
 ) -> Prediction:
+    if guide is None and stage == "full" and ctx.runner is not None and ctx.runner.accepts(net):
+        out = ctx.runner.forward(net, batch, with_maps)  # None: this network went back to PyTorch
+        if out is not None:
+            return torch.softmax(out.logits.float(), dim=1), {k: v.float() for k, v in out.maps.items()}
     if ctx.use_channels_last:
         batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
