@@ -50,8 +50,15 @@ def test_the_converted_model_is_cached_by_weights_and_maps(tmp_path) -> None:
     OpenVINORunner(tmp_path).forward(net, x, return_maps=False)
     assert len(list(tmp_path.glob("*.xml"))) == 1
     again = OpenVINORunner(tmp_path)
+    calls: list[tuple[int, ...]] = []
+    original = net.forward_padded
+    net.forward_padded = lambda t, maps: calls.append(tuple(t.shape)) or original(t, maps)  # type: ignore[method-assign]
     again.forward(net, x, return_maps=False)
     assert len(list(tmp_path.glob("*.xml"))) == 1  # read back, not converted again
+    assert calls == []  # and the shape checked in the first run is not checked against PyTorch again
+    again.forward(net, torch.randn(1, 1, 16, 32, 16), return_maps=False)
+    assert calls == [(1, 1, 16, 32, 16)]  # a new shape is
+    del net.forward_padded
     again.forward(net, x, return_maps=True)
     with torch.no_grad():
         next(net.parameters()).add_(0.1)

@@ -10,7 +10,8 @@ store's ``cache/openvino``), keyed by the network's configuration, weights and w
 for: the first run of a model converts it (seconds), later runs read it back.
 
 Trust but verify: for every new input shape the first sample is also run by PyTorch, and a
-probability difference above :data:`AGREEMENT` sends that network back to PyTorch with a warning.
+probability difference above :data:`AGREEMENT` sends that network back to PyTorch with a warning; the
+shapes that agreed are recorded beside the cached IR, so later runs skip the check.
 Networks whose engine path is not a plain forward pass (RSTN's coarse pass and refinement rounds) are
 never routed here (see :func:`.sliding_window._predict`).
 """
@@ -99,6 +100,14 @@ def _model_key(net: SegmentationNetwork, with_maps: bool, version: str) -> str:
     return f"{net.name}-{digest.hexdigest()[:24]}"
 
 
+def _read_checked(record: Path) -> set[tuple[int, ...]]:
+    """The input shapes a cached IR was checked on (none when the record is absent or unreadable)."""
+    try:
+        return {tuple(int(v) for v in shape) for shape in json.loads(record.read_text(encoding="utf-8"))}
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
 class OpenVINORunner:
     """Forward passes of networks on the CPU through OpenVINO, converted once and cached.
 
@@ -121,6 +130,7 @@ class OpenVINORunner:
         self.ran: set[int] = set()  # ids of the networks whose forward pass OpenVINO computed (callers may clear it)
         self._compiled: dict[tuple[int, bool], object] = {}
         self._checked: set[tuple[int, bool, tuple[int, ...]]] = set()
+        self._paths: dict[tuple[int, bool], Path] = {}  # the cached IR of each converted (network, maps) pair
         self._refused: set[int] = set()
         self._lock = threading.Lock()
 
@@ -144,11 +154,11 @@ class OpenVINORunner:
         values = {port.get_any_name(): torch.from_numpy(np.asarray(results[port])) for port in compiled.outputs}
         maps = {name[len(_MAP):]: value for name, value in values.items() if name.startswith(_MAP)}
         out = SegmentationOutput(logits=values[_LOGITS], maps=maps)
-        key = (id(net), return_maps, tuple(padded.shape[1:]))
-        if key not in self._checked:
-            self._checked.add(key)
+        shape = tuple(padded.shape[1:])
+        if (id(net), return_maps, shape) not in self._checked:
             if not self._agrees(net, padded[:1], out.logits[:1]):
                 return None
+            self._remember_checked(net, return_maps, shape)
         self.ran.add(id(net))
         return net._crop_output(out, spatial)
 
@@ -161,6 +171,19 @@ class OpenVINORunner:
                               f"{difference:.2g}); it runs on PyTorch")
             return False
         return True
+
+    def _remember_checked(self, net: SegmentationNetwork, with_maps: bool, shape: tuple[int, ...]) -> None:
+        """Note an input shape on which the converted model agreed with PyTorch, also for later runs
+        (``<key>.checked.json`` beside the cached IR: the same IR gives the same answer again)."""
+        self._checked.add((id(net), with_maps, shape))
+        path = self._paths.get((id(net), with_maps))
+        if path is None:
+            return
+        record = path.with_suffix(".checked.json")
+        shapes = _read_checked(record) | {shape}
+        partial = record.with_name(record.name + ".partial")
+        partial.write_text(json.dumps(sorted(list(s) for s in shapes)), encoding="utf-8")
+        partial.replace(record)
 
     def _refuse(self, net: SegmentationNetwork, message: str) -> None:
         self._refused.add(id(net))
@@ -189,7 +212,9 @@ class OpenVINORunner:
         path = None
         if self.cache_dir is not None:
             path = Path(self.cache_dir) / f"{_model_key(net, with_maps, self.version)}.xml"
+            self._paths[(id(net), with_maps)] = path
             if path.is_file() and path.with_suffix(".bin").is_file():
+                self._checked |= {(id(net), with_maps, shape) for shape in _read_checked(path.with_suffix(".checked.json"))}
                 return self.core.read_model(str(path))
         example = torch.zeros((1,) + example_shape)
         dynamic = self._ov.PartialShape([-1, example_shape[0]] + [-1] * (len(example_shape) - 1))
