@@ -65,6 +65,7 @@ class MedSegAttentionParameterNode:
     device: Annotated[str, Choice(DEVICES)] = "auto"
     show3D: bool = False
     testTimeMirroring: bool = True
+    computeMaps: bool = True
     mapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     mapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = heatmaps.DEFAULT_THRESHOLD
     selectedMap: str = ""
@@ -184,6 +185,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        self.ui.mapMemoryLabel.text = self.logic.mapMemoryText(p.inputVolume, self._selectedModel(), p.testTimeMirroring, p.computeMaps)
         self._updateApplyButton()
         self._levels.update()
         if self._result is not None:
@@ -221,8 +224,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.clear()
             self._run = self.logic.startSegmentation(
                 p.inputVolume, p.modelId, p.device, p.pruningLevel if self._usesLevels() else None,
-                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring,
-            )
+                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring, computeMaps=p.computeMaps)
             self._setRunning(True)
             self._timer.start()
 

@@ -165,7 +165,7 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
         "levels": list(card.inference.get("levels") or []),
         "level_dice": {level: row.get("mean_dice") for level, row in (validation.get("levels") or {}).items()},
         "modality": card.modality, "description": card.description, "paper": dict(card.paper),
-        "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps],
+        "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps], "map_names": [m["name"] for m in card.maps],
         "parameters": _parameter_count(card),
         "validation": {"mean_dice": validation.get("mean_dice"), "cases": validation.get("cases"),
                        "data": provenance.get("data")} if validation else None,

@@ -122,7 +122,7 @@ def test_widget_slots_exist(tree: ast.Module) -> None:
 
 def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
     fields = _parameter_fields(tree)
-    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "testTimeMirroring", "mapOpacity",
+    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "testTimeMirroring", "computeMaps", "mapOpacity",
                       "mapThreshold", "selectedMap"}
     bound = {}
     for widget in ui.iter("widget"):
@@ -131,7 +131,7 @@ def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
                 bound[prop.findtext("string")] = widget.get("class")
     assert set(bound) <= fields, f"SlicerParameterName without a parameter: {set(bound) - fields}"
     assert bound == {"inputVolume": "qMRMLNodeComboBox", "pruningLevel": "QComboBox", "device": "QComboBox",
-                     "show3D": "QCheckBox", "testTimeMirroring": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
+                     "show3D": "QCheckBox", "testTimeMirroring": "QCheckBox", "computeMaps": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
     widget_cls = _class(tree, "MedSegAttentionWidget")
     used = {node.attr for node in ast.walk(widget_cls) if isinstance(node, ast.Attribute)
             and ast.unparse(node.value) in ("self._parameterNode", "p")}
@@ -222,7 +222,7 @@ def test_extension_icon_and_screenshots_exist_in_the_top_level_resources() -> No
 def test_requirements_leave_slicer_packages_alone() -> None:
     lines = [line.split("#")[0].strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()]
     names = {re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line}
-    assert names == {"monai", "safetensors", "tqdm", "jsonschema", "pyyaml"}
+    assert names == {"monai", "safetensors", "tqdm", "jsonschema", "pyyaml", "openvino"}
     assert all(">=" in line for line in lines if line), "use version floors, not pins"
 
 

@@ -63,6 +63,11 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert sorted(imported.map_nodes) == ["attention_1", "attention_2", "attention_3"]
     logic.setMapOpacity(0.3)
     logic.setMapThreshold(0.2)
+    # the evidence-map choice: its size told beforehand (3 float32 maps of 20 x 24 x 8), and a run without maps
+    assert logic.mapMemoryText(node, models[model_id], False, True) == "3 map(s), about 46.1 kB for this volume (20 x 24 x 8)"
+    assert logic.mapMemoryText(node, models[model_id], False, False).startswith("Evidence maps off")
+    plain = logic.process(node, model_id, device="cpu", tta=False, computeMaps=False)
+    assert plain.map_nodes == {} and plain.segmentation_node.GetSegmentation().GetNumberOfSegments() == 1
     with pytest.raises(ValueError, match="Select a model"):
         logic.startSegmentation(node, "")
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values

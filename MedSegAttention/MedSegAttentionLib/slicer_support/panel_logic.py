@@ -19,6 +19,7 @@ from ..modelstore.paths import default_store_root
 from ..scene import heatmaps
 from ..scene.importer import results_in_scene
 from ..scene.run import RunOptions, RunState, SegmentationRun
+from .map_memory import describe_map_memory
 from .process_runner import (
     ProcessRunner,
     build_cli_command,
@@ -114,22 +115,32 @@ class PanelLogic:
 
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
-                          show3D: bool = False, keepFiles: bool = False, tta: bool | None = None) -> SegmentationRun:
-        """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success."""
+                          show3D: bool = False, keepFiles: bool = False, tta: bool | None = None,
+                          computeMaps: bool = True) -> SegmentationRun:
+        """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success.
+        ``computeMaps`` off: only the segmentation is computed and imported (no heat-map volumes)."""
         if not inputVolume:
             raise ValueError("Select an input volume.")
         if not modelId:
             raise ValueError("Select a model.")
-        options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D,
+        options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D, maps="all" if computeMaps else "none",
                              model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta)
         run = SegmentationRun(self.scene, inputVolume, options, work_root=self.temporary_path)
         run.start()
         return run
 
+    @staticmethod
+    def mapMemoryText(inputVolume: Any, model: dict[str, Any] | None, tta: bool, computeMaps: bool) -> str:
+        """The line beside "Compute evidence maps": how many maps and their size for this volume."""
+        if not computeMaps:
+            return "Evidence maps off: only the segmentation is computed." if model else ""
+        image = inputVolume.GetImageData() if inputVolume else None
+        return describe_map_memory(image.GetDimensions() if image is not None else None, model, tta)
+
     def process(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
-                show3D: bool = False, tta: bool | None = None) -> Any:
+                show3D: bool = False, tta: bool | None = None, computeMaps: bool = True) -> Any:
         """Blocking run for scripts: returns the imported result or raises with the CLI's message."""
-        run = self.startSegmentation(inputVolume, modelId, device, level, show3D, tta=tta)
+        run = self.startSegmentation(inputVolume, modelId, device, level, show3D, tta=tta, computeMaps=computeMaps)
         if run.wait() is not RunState.SUCCEEDED:
             raise RuntimeError(run.message)
         self.showMap(run.imported, next(iter(run.imported.map_nodes), ""), 0.5)
