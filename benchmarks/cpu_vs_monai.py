@@ -69,14 +69,14 @@ def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor):  # noqa: ANN
 
 
 def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None, repeats: int,  # noqa: ANN001
-            networks=None) -> dict:  # noqa: ANN001
+            networks=None, backends=("openvino", "pytorch"), with_monai: bool = True) -> dict:  # noqa: ANN001
     array, _ = preprocess(image, card.preprocessing)
     volume = torch.from_numpy(array)
     predictors = {backend: Predictor(card, store, "cpu", networks=networks, backend=backend)
-                  for backend in ("openvino", "pytorch") if backend == "pytorch" or openvino_version()}
+                  for backend in backends if backend == "pytorch" or openvino_version()}
     torch_net = None
-    if "main" in card.networks:  # MONAI gets its own copy of the same (pruned) network, contiguous as users have it
-        engine_net = predictors["pytorch"].networks["main"]
+    if "main" in card.networks and with_monai:  # MONAI gets its own copy of the same (pruned) network, contiguous
+        engine_net = next(iter(predictors.values())).networks["main"]
         torch_net = build_network(engine_net.config).eval()
         torch_net.load_state_dict(engine_net.state_dict())
     monai = monai_runner(card, torch_net, volume) if torch_net is not None else None
@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--volume", choices=sorted(VOLUMES), help="the volume for --models")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", nargs="+", default=["openvino", "pytorch"], choices=["openvino", "pytorch"])
+    parser.add_argument("--no-monai", action="store_true", help="time our backends only")
     parser.add_argument("--json", help="append the rows to this JSON-lines file")
     args = parser.parse_args()
     store = ModelStore()
@@ -151,7 +153,7 @@ def main() -> None:
         networks = {role: build_network(config) for role, config in card.networks.items()}
         jobs.append((card, read_image(VOLUMES[args.volume]), None, networks, args.volume))
     for card, image, truth, networks, case in jobs:
-        row = {"case": case, **compare(card, store, image, truth, args.repeats, networks)}
+        row = {"case": case, **compare(card, store, image, truth, args.repeats, networks, args.backends, not args.no_monai)}
         print(json.dumps(row), flush=True)
         if args.json:
             with open(args.json, "a", encoding="utf-8") as out:
