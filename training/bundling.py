@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from MedSegAttentionLib.models import SegmentationNetwork
 from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
 from MedSegAttentionLib.modelstore.store import ModelStore
 
-__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "bundled_bytes", "level_evaluations", "reference_input", "reference_probabilities"]
+__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "bundled_bytes", "engine_evaluation", "level_evaluations", "reference_input", "reference_probabilities"]
 
 #: The limit for all weights shipped in the repository together (half precision).
 MAX_BUNDLED_BYTES = 25 * 1000 * 1000
@@ -73,6 +73,22 @@ def level_evaluations(export_dir: str | Path, default_level: str | None = None) 
     return dict(sorted(levels.items()))
 
 
+def engine_evaluation(export_dir: str | Path, default_level: str | None = None) -> dict[str, Any] | None:
+    """The ``python -m training evaluate`` figures of the card as it ships (original cases, no mirroring,
+    the card's default level): ``{"mean_dice", "hd95_mm", "cases", "seconds_per_case", "fold"}``, the
+    accuracy a user meets through the engine (largest component, the scan's own grid), or None."""
+    for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("variant", "original") != "original" or summary.get("tta") or summary.get("level") not in (None, default_level):
+            continue
+        classes = summary["classes"].values()
+        return {"mean_dice": round(float(np.mean([m["dice"]["mean"] for m in classes])), 4),
+                "hd95_mm": round(float(np.mean([m["hd95"]["mean"] for m in classes])), 2),
+                "cases": int(summary["cases"]), "fold": summary.get("fold"),
+                "seconds_per_case": round(float(summary["seconds_per_case"]["median"]), 2)}
+    return None
+
+
 def bundled_bytes(package_dir: str | Path | None = None) -> int:
     """Size of every weights file shipped in the package."""
     folder = (Path(package_dir) if package_dir else bundled_weights_dir().parent) / "bundled"
@@ -112,6 +128,9 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     if levels:  # the Slicer level chooser shows them beside the measured speed
         validation = data["weights"].setdefault("provenance", {}).setdefault("validation", {}).setdefault("main", {})
         validation["levels"] = levels
+    measured = engine_evaluation(Path(card_path).parent, card.inference.get("default_level"))
+    if measured:  # what 'medseg models' and the Slicer model list show as the model's accuracy
+        data["weights"].setdefault("provenance", {}).setdefault("validation", {})["engine"] = measured
     data["weights"]["bundled"] = True
     data["weights"]["url"] = None
     bundled_card = ModelCard.from_dict(data, source=str(card_path))

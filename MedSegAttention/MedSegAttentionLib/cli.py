@@ -158,7 +158,9 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
     """What the Slicer model list shows of a catalog entry: state, how to install, and the card's facts."""
     card = entry.card
     provenance = (card.weights or {}).get("provenance") or {}
-    validation = (provenance.get("validation") or {}).get("main") or {}
+    validations = provenance.get("validation") or {}
+    validation = validations.get("main") or {}  # training-time figures (per level for ANU-Net)
+    measured = validations.get("engine") or validation  # through the engine as users run it, when recorded
     return {
         "id": card.id, "title": card.title, "installed": entry.installed, "origin": entry.origin,
         "bundled": store.is_bundled(card), "how_to_install": entry.how_to_install,
@@ -167,8 +169,8 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
         "modality": card.modality, "description": card.description, "paper": dict(card.paper),
         "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps], "map_names": [m["name"] for m in card.maps],
         "parameters": _parameter_count(card),
-        "validation": {"mean_dice": validation.get("mean_dice"), "cases": validation.get("cases"),
-                       "data": provenance.get("data")} if validation else None,
+        "validation": {"mean_dice": measured.get("mean_dice"), "cases": measured.get("cases"),
+                       "data": provenance.get("data"), "through_engine": "engine" in validations} if measured else None,
         "license": card.license,
     }
 

@@ -94,6 +94,10 @@ def test_bundle_ships_weights_card_and_reference(two_folds, tmp_path, monkeypatc
     assert card["weights"]["bundled"] is True and card["weights"]["sha256"] == exported["weights"]["sha256"]
     assert weights.read_bytes() == (export / "sipnet-left-atrium-mr.safetensors").read_bytes()
     assert not (references / ".bundle-store").exists()
+    summary = json.loads((export / "evaluation_fold_0" / "summary.json").read_text())
+    engine = card["weights"]["provenance"]["validation"]["engine"]  # the accuracy users meet, from evaluate
+    assert engine["cases"] == summary["cases"] and engine["fold"] == 0
+    assert engine["mean_dice"] == pytest.approx(next(iter(summary["classes"].values()))["dice"]["mean"], abs=1e-4)
 
     # an empty store runs the card on the bundled file, verified; an installed file takes precedence
     monkeypatch.setattr(store_module, "bundled_weights_dir", lambda: package / "bundled")
