@@ -147,6 +147,8 @@ def test_level_speed_child_measures_every_anunet_level() -> None:
     assert {row["level"]: row["parameters"] for row in final["levels"]} == TABLE_6
     assert all(row["ms_per_slice"] > 0 for row in final["levels"])
     assert final["device"].startswith("cpu") and final["slice_size"] == [32, 32]
+    assert final["backend"].split()[0] in ("openvino", "pytorch")  # what a segmentation on this computer uses
+    assert final["backend"] in child_reports.level_summary(final)
 
 
 def test_level_speed_refuses_a_model_without_levels() -> None:

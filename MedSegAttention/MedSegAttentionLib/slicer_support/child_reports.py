@@ -79,7 +79,8 @@ def level_summary(table: dict[str, Any] | None) -> str:
     size = "x".join(str(n) for n in table.get("slice_size", []))
     pending = [row["level"] for row in table.get("levels", []) if row.get("ms_per_slice") is None]
     state = f"measuring {pending[0]}..." if pending else "measured"
-    return (f"Speed {state} on {table.get('device', '?')}, {size} slices "
+    backend = f" with {table['backend']}" if table.get("backend") else ""
+    return (f"Speed {state} on {table.get('device', '?')}{backend}, {size} slices "
             "(the time per slice does not depend on the weights).")
 
 

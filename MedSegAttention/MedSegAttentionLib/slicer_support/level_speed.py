@@ -4,7 +4,8 @@ ANU-Net (Li et al. 2020, Sec. 3.5 and Table 6) can be pruned at test time to the
 or L3, trading accuracy for speed. The Slicer module shows, next to each level, its parameter count
 and the time per slice measured on the user's own device, so the choice is informed. Speed does not
 depend on the weights, so the card's network is built with random weights (nothing to install) and
-run through the real engine (:func:`MedSegAttentionLib.inference.engine.segment`) on a synthetic volume.
+run through the real engine (:class:`MedSegAttentionLib.inference.engine.Predictor`, with the backend a
+segmentation would use) on a synthetic volume, after a warm-up run of the same predictor.
 
 Run as a child process (the GUI never imports torch)::
 
@@ -23,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..inference.engine import LEVELS, segment
+from ..inference.engine import LEVELS, Predictor
 from ..errors import InputError
 from ..models import build_network
 
@@ -55,15 +56,16 @@ def measure(card: Any, device: str, slices: int, size: int, emit=print) -> dict[
     torch.manual_seed(0)
     networks = {role: build_network(config) for role, config in card.networks.items()}
     counts = parameter_counts(networks["main"], levels)
-    table: dict[str, Any] = {"model": card.id, "device": None, "slice_size": [size, size], "slices": slices,
+    table: dict[str, Any] = {"model": card.id, "device": None, "backend": None, "slice_size": [size, size], "slices": slices,
                              "levels": [{"level": level, "parameters": counts[level], "ms_per_slice": None}
                                         for level in levels]}
     emit("levels", **table)
     for index, row in enumerate(table["levels"]):
         emit("progress", fraction=index / len(levels), message=f"timing {row['level']}")
-        segment(warmup, card, None, device=device, maps=False, level=row["level"], networks=networks)
-        result = segment(timed, card, None, device=device, maps=False, level=row["level"], networks=networks)
-        table["device"] = result.device
+        predictor = Predictor(card, None, device, networks=networks, level=row["level"])
+        predictor.predict(warmup, maps=False)  # warm-up: the backend prepares (OpenVINO converts the pruned network)
+        result = predictor.predict(timed, maps=False)
+        table["device"], table["backend"] = result.device, result.backend
         row["ms_per_slice"] = round(1000.0 * result.timings["inference"] / slices, 1)
         emit("levels", **table)
     emit("progress", fraction=1.0, message="done")
