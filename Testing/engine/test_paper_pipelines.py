@@ -221,6 +221,9 @@ def test_raunet_cascade_without_a_tumour_stage_gives_the_largest_organ_component
     assert probs.shape == (2, 36, 60, 70) and torch.equal(probs.argmax(0), expected)
     assert set(organ.sizes) == {(16, 64, 64)}
     assert not any(name.startswith("tumour.") for name in maps)
+    localised = maps["localizer.probability"][0]  # RA-UNet-I's evidence: its probability, blob included
+    assert localised.shape == (36, 60, 70) and float(localised[10, 20, 20]) > 0.99 and float(localised[10, 50, 62]) > 0.99
+    assert float(localised[2, 5, 5]) < 0.01
 
 
 def test_raunet_soft_gate_and_no_liver_component_step_are_switches() -> None:

@@ -40,7 +40,8 @@ def run_raunet_cascade(
        that liver. ``soft`` (the project's earlier composition) gives P(tumour) = P(liver) P(tumour),
        P(liver only) = P(liver) (1 - P(tumour)) instead.
     Sizes left out of the card run the stage at the card's grid with ``patch_size``. Maps of each
-    stage are named ``<role>.<map>``, on the card's grid, zero outside the box. A card without a
+    stage are named ``<role>.<map>``, on the card's grid, zero outside the box; ``localizer.probability``
+    is RA-UNet-I's foreground probability (before the largest component), on the whole grid. A card without a
     ``tumour`` network (an organ with no lesion stage, e.g. the left atrium) stops after step 2: the
     largest component of RA-UNet-II's mask is the organ, and the output has two classes.
     """
@@ -56,6 +57,8 @@ def run_raunet_cascade(
     coarse, coarse_maps = slicewise_inference(small, networks["localizer"], ctx.span(0.0, 0.3), with_maps=with_maps)
     coarse = resize_in_plane(coarse, spatial[1:])
     maps.update(_prefixed("localizer", {k: resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
+    if with_maps:  # RA-UNet-I's own evidence: where it localises the organ (its largest component is the box)
+        maps["localizer.probability"] = coarse[1:].sum(0, keepdim=True).clamp(0, 1)
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
     box = bounding_box(liver_mask, margin)
     roles = [role for role in ("liver", "tumour") if role in networks]
