@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from MedSegAttentionLib.inference.pipelines import PIPELINE_MAPS
 from MedSegAttentionLib.modelstore.cards import ModelCard, builtin_cards
 from MedSegAttentionLib.errors import ModelError
 from MedSegAttentionLib.models import network_class
@@ -28,6 +29,7 @@ def test_card_is_consistent_with_its_networks(model_id: str) -> None:
     if card.inference["mode"] in ("sliding_window", "slicewise"):
         assert len(card.labels) == card.networks["main"].get("num_classes", 2) - 1
     produced.add("uncertainty")  # made by test-time mirroring (engine), for any network
+    produced |= set(PIPELINE_MAPS.get(card.inference["mode"], ()))  # made by the pipeline (RA-UNet-I's probability)
     for entry in card.maps:
         assert entry.get("source", entry["name"]) in produced, entry
         assert (entry["kind"] == "uncertainty") == (entry.get("source", entry["name"]) == "uncertainty"), entry

@@ -58,7 +58,7 @@ def run_raunet_cascade(
     coarse = resize_in_plane(coarse, spatial[1:])
     maps.update(_prefixed("localizer", {k: resize_in_plane(v, spatial[1:]) for k, v in coarse_maps.items()}))
     if with_maps:  # RA-UNet-I's own evidence: where it localises the organ (its largest component is the box)
-        maps["localizer.probability"] = coarse[1:].sum(0, keepdim=True).clamp(0, 1)
+        maps["localizer.probability"] = coarse[1:].sum(0, keepdim=True).clamp(0, 1)  # see pipelines.PIPELINE_MAPS
     liver_mask = keep_largest_component((coarse.argmax(0) > 0).cpu().numpy().astype(np.uint8))
     box = bounding_box(liver_mask, margin)
     roles = [role for role in ("liver", "tumour") if role in networks]

@@ -49,6 +49,10 @@ def run_slicewise(
     return resize_in_plane(probs, frame), {name: resize_in_plane(value, frame) for name, value in maps.items()}
 
 
+#: maps a pipeline makes itself (not a network's own), by inference mode; a card may offer them
+PIPELINE_MAPS: dict[str, tuple[str, ...]] = {"raunet_cascade": ("localizer.probability",)}
+
+
 def pipeline_for(mode: str) -> Pipeline:
     if mode == "sliding_window":
         return run_sliding_window
