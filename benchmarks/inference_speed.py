@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="catalog ids (default: all)")
     parser.add_argument("--batch-size", type=int, help="windows/slices per batch (default: the engine's choice for the device)")
     parser.add_argument("--compare-monai", action="store_true")
+    parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino"],
+                        help="the engine's CPU runtime (the tables in docs/benchmarks.md before 2026-11-27 are PyTorch)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -163,9 +165,11 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if device.type != "cpu":  # warm-up: cuDNN autotuning, allocator (the CPU needs none worth a whole run)
-            segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)
+            segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False,
+                    backend=args.backend)
         start = time.perf_counter()
-        result = segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False)
+        result = segment(image, card, store, device=str(device), networks=networks, batch_size=args.batch_size, maps=False,
+                    backend=args.backend)
         total = time.perf_counter() - start
         row = {"model": card.id, "device": result.device, "total_s": round(total, 3),
                **{f"{k}_s": round(v, 3) for k, v in result.timings.items()}, "peak_mem_gib": round(peak_memory_gib(device), 2)}

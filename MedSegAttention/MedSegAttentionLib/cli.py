@@ -209,7 +209,7 @@ def cmd_levels(args: argparse.Namespace, store) -> int:  # noqa: ANN001
     slices = args.slices if args.slices is not None else (8 if args.device != "cpu" and torch.cuda.is_available() else 2)
     if slices < 2 or args.slice_size < 16:
         raise InputError("--slices must be at least 2 and --slice-size at least 16")
-    measure(store.card(args.model), args.device, slices, args.slice_size, emit)
+    measure(store.card(args.model), args.device, slices, args.slice_size, emit, store)
     return EXIT_OK
 
 

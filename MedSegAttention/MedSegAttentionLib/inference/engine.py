@@ -95,9 +95,10 @@ class Predictor:
     Without an explicit ``batch_size`` the windows per batch are chosen for the device: on CUDA so
     that peak GPU memory stays within ``memory_budget_gib``, on the CPU at most ``CPU_MAX_BATCH``.
 
-    ``backend``: ``auto`` runs the forward passes on OpenVINO on the CPU when it is installed
-    (:mod:`.openvino_backend`; converted models cached in the store's ``cache/openvino``), else PyTorch;
-    ``pytorch`` or ``openvino`` choose. The result says which ran (``SegmentationResult.backend``).
+    ``backend``: ``auto`` runs the forward passes on OpenVINO on the CPU when it is installed and a model
+    store is given (:mod:`.openvino_backend`; converted models cached in the store's ``cache/openvino``;
+    without a store there is nowhere to keep a conversion, which costs more than one small run gains),
+    else PyTorch; ``pytorch`` or ``openvino`` choose. The result says which ran (``SegmentationResult.backend``).
     """
 
     def __init__(self, card: ModelCard, store: ModelStore | None = None, device: str = "auto",
@@ -106,7 +107,7 @@ class Predictor:
                  backend: str = "auto") -> None:
         self.card, self.batch_size, self.memory_budget_gib = card, batch_size, memory_budget_gib
         self.device = resolve_device(device)
-        self.backend = choose_backend(backend, self.device)
+        self.backend = choose_backend("pytorch" if backend == "auto" and store is None else backend, self.device)
         self._backend_warnings: list[str] = []
         self.runner = None
         if self.backend == "openvino":

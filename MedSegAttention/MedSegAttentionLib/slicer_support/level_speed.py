@@ -46,8 +46,9 @@ def parameter_counts(network: torch.nn.Module, levels: Sequence[str]) -> dict[st
             for level in levels}
 
 
-def measure(card: Any, device: str, slices: int, size: int, emit=print) -> dict[str, Any]:  # noqa: ANN001
-    """The level table: parameters for every level, then milliseconds per slice one level at a time."""
+def measure(card: Any, device: str, slices: int, size: int, emit=print, store: Any = None) -> dict[str, Any]:  # noqa: ANN001
+    """The level table: parameters for every level, then milliseconds per slice one level at a time.
+    With the model ``store`` the backend is the one a segmentation uses (OpenVINO caches its conversion there)."""
     levels = list(card.inference.get("levels") or [])
     if not levels:
         raise InputError(f"model {card.id} has no pruning levels; only prunable models (ANU-Net) do")
@@ -62,7 +63,7 @@ def measure(card: Any, device: str, slices: int, size: int, emit=print) -> dict[
     emit("levels", **table)
     for index, row in enumerate(table["levels"]):
         emit("progress", fraction=index / len(levels), message=f"timing {row['level']}")
-        predictor = Predictor(card, None, device, networks=networks, level=row["level"])
+        predictor = Predictor(card, store, device, networks=networks, level=row["level"])
         predictor.predict(warmup, maps=False)  # warm-up: the backend prepares (OpenVINO converts the pruned network)
         result = predictor.predict(timed, maps=False)
         table["device"], table["backend"] = result.device, result.backend
