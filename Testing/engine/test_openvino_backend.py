@@ -106,7 +106,9 @@ def test_engine_labels_and_maps_are_the_same_on_both_backends_and_the_result_say
     store, model_id, _ = install_random_model(tmp_path / "store", tiny_card(patch_size=[16, 16, 8]))
     card = store.card(model_id)
     image, _ = phantom_volume()
-    fast = Predictor(card, store, "cpu", backend="auto").predict(image)
+    messages: list[str] = []
+    fast = Predictor(card, store, "cpu", backend="auto").predict(image, progress=lambda f, m: messages.append(m))
+    assert any(m.startswith("OpenVINO: preparing") for m in messages)  # the one-off conversion is announced
     reference = Predictor(card, store, "cpu", backend="pytorch").predict(image)
     assert fast.backend.startswith("openvino ") and reference.backend.startswith("pytorch ")
     assert np.array_equal(sitk.GetArrayFromImage(fast.label), sitk.GetArrayFromImage(reference.label))

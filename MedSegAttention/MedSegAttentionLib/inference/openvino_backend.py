@@ -134,6 +134,10 @@ class OpenVINORunner:
         self._refused: set[int] = set()
         self._lock = threading.Lock()
 
+    def needs_preparation(self, net: SegmentationNetwork, with_maps: bool) -> bool:
+        """True until this network (with or without maps) is converted or loaded in this runner."""
+        return (id(net), with_maps) not in self._compiled and id(net) not in self._refused
+
     def accepts(self, net: SegmentationNetwork) -> bool:
         """False once a network fell back to PyTorch."""
         return id(net) not in self._refused

@@ -52,6 +52,8 @@ def _predict(
     stage: str = "full",
 ) -> Prediction:
     if guide is None and stage == "full" and ctx.runner is not None and ctx.runner.accepts(net):
+        if ctx.runner.needs_preparation(net, with_maps):  # seconds without progress otherwise: say why
+            ctx.report(0.0, "OpenVINO: preparing the network (once per model, then cached)")
         out = ctx.runner.forward(net, batch, with_maps)  # None: this network went back to PyTorch
         if out is not None:
             return torch.softmax(out.logits.float(), dim=1), {k: v.float() for k, v in out.maps.items()}
