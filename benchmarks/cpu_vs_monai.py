@@ -70,7 +70,7 @@ def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor):  # noqa: ANN
 
 def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None, repeats: int,  # noqa: ANN001
             networks=None, backends=("openvino", "pytorch"), with_monai: bool = True) -> dict:  # noqa: ANN001
-    array, _ = preprocess(image, card.preprocessing)
+    array, grid = preprocess(image, card.preprocessing)
     volume = torch.from_numpy(array)
     predictors = {backend: Predictor(card, store, "cpu", networks=networks, backend=backend)
                   for backend in backends if backend == "pytorch" or openvino_version()}
@@ -103,7 +103,6 @@ def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None
             row[f"speedup_{backend}_vs_monai"] = round(row["monai_median_s"] / row[f"{backend}_median_s"], 2)
         from MedSegAttentionLib.inference.engine import _label_on_input_grid  # the engine's own mapping back
 
-        _, grid = preprocess(image, card.preprocessing)
         monai_label = sitk.GetArrayFromImage(_label_on_input_grid(monai_probs.numpy(), grid, image, card))
         for backend, result in results.items():
             row[f"dice_{backend}_vs_monai"] = round(dice(sitk.GetArrayFromImage(result.label), monai_label), 5)

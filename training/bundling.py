@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -58,18 +58,28 @@ def reference_probabilities(networks: Mapping[str, SegmentationNetwork], x: torc
     return out
 
 
+def _as_shipped_summaries(export_dir: str | Path, default_level: str | None) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(level, summary) of each ``python -m training evaluate`` summary next to an export that ran the
+    cases as stored and without mirroring; a summary without a level ran the card's ``default_level``."""
+    for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("variant", "original") == "original" and not summary.get("tta"):
+            yield summary.get("level") or default_level, summary
+
+
+def _class_mean(summary: Mapping[str, Any], metric: str) -> float:
+    """A metric's mean over the summary's classes."""
+    return float(np.mean([metrics[metric]["mean"] for metrics in summary["classes"].values()]))
+
+
 def level_evaluations(export_dir: str | Path, default_level: str | None = None) -> dict[str, dict[str, float | int]]:
     """``{level: {"mean_dice", "cases"}}`` from the ``python -m training evaluate [--level L]`` summaries next
     to an export (original cases, as the card runs them; a summary without a level is the card's
     ``default_level``); empty when the card has no levels or nothing was evaluated per level."""
     levels: dict[str, dict[str, float | int]] = {}
-    for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        level = summary.get("level") or default_level
-        if not level or summary.get("variant", "original") != "original" or summary.get("tta"):
-            continue
-        dice = [metrics["dice"]["mean"] for metrics in summary["classes"].values()]
-        levels[str(level)] = {"mean_dice": float(np.mean(dice)), "cases": int(summary["cases"])}
+    for level, summary in _as_shipped_summaries(export_dir, default_level):
+        if level:
+            levels[str(level)] = {"mean_dice": _class_mean(summary, "dice"), "cases": int(summary["cases"])}
     return dict(sorted(levels.items()))
 
 
@@ -77,15 +87,11 @@ def engine_evaluation(export_dir: str | Path, default_level: str | None = None) 
     """The ``python -m training evaluate`` figures of the card as it ships (original cases, no mirroring,
     the card's default level): ``{"mean_dice", "hd95_mm", "cases", "seconds_per_case", "fold"}``, the
     accuracy a user meets through the engine (largest component, the scan's own grid), or None."""
-    for path in sorted(Path(export_dir).glob("evaluation_fold_*/summary.json")):
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        if summary.get("variant", "original") != "original" or summary.get("tta") or summary.get("level") not in (None, default_level):
-            continue
-        classes = summary["classes"].values()
-        return {"mean_dice": round(float(np.mean([m["dice"]["mean"] for m in classes])), 4),
-                "hd95_mm": round(float(np.mean([m["hd95"]["mean"] for m in classes])), 2),
-                "cases": int(summary["cases"]), "fold": summary.get("fold"),
-                "seconds_per_case": round(float(summary["seconds_per_case"]["median"]), 2)}
+    for level, summary in _as_shipped_summaries(export_dir, default_level):
+        if level == default_level:
+            return {"mean_dice": round(_class_mean(summary, "dice"), 4), "hd95_mm": round(_class_mean(summary, "hd95"), 2),
+                    "cases": int(summary["cases"]), "fold": summary.get("fold"),
+                    "seconds_per_case": round(float(summary["seconds_per_case"]["median"]), 2)}
     return None
 
 

@@ -130,8 +130,7 @@ class Predictor:
         self.load_seconds = time.perf_counter() - t0
 
     def _context(self, progress: ProgressCallback | None, cancel: CancelCheck | None) -> RunContext:
-        ctx = RunContext(device=self.device, progress=progress, cancel=cancel,
-                         runner=self.runner if self.device.type == "cpu" else None)
+        ctx = RunContext(device=self.device, progress=progress, cancel=cancel, runner=self.runner)  # runner: CPU only
         ctx.batch_size = int(self.batch_size or self.card.inference.get("batch_size", 4))
         if self.batch_size is None and ctx.device.type == "cpu":
             ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)

@@ -33,9 +33,8 @@ from ..choices import BACKEND_CHOICES
 from ..errors import InputError
 from ..models import SegmentationNetwork, SegmentationOutput
 
-__all__ = ["AGREEMENT", "BACKENDS", "OpenVINORunner", "choose_backend", "describe_backend", "openvino_version"]
+__all__ = ["AGREEMENT", "OpenVINORunner", "choose_backend", "describe_backend", "openvino_version"]
 
-BACKENDS = BACKEND_CHOICES
 #: largest difference of a class probability between OpenVINO and PyTorch that counts as the same answer
 AGREEMENT = 1e-3
 
@@ -56,8 +55,8 @@ def choose_backend(requested: str, device: torch.device) -> str:
     """``pytorch`` or ``openvino`` for a run on ``device``: ``auto`` takes OpenVINO on the CPU when it
     is installed, PyTorch otherwise (GPUs always run PyTorch); asking for OpenVINO where it cannot run
     is an error that says why."""
-    if requested not in BACKENDS:
-        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+    if requested not in BACKEND_CHOICES:
+        raise InputError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {requested!r}")
     if requested == "pytorch":
         return requested
     if device.type != "cpu":
@@ -147,7 +146,8 @@ class OpenVINORunner:
         net.check_input(x)
         spatial = tuple(x.shape[2:])
         padded = net.pad_to_divisor(x.float()).contiguous()
-        compiled = self._compiled_model(net, return_maps, tuple(padded.shape[1:]))
+        shape = tuple(padded.shape[1:])
+        compiled = self._compiled_model(net, return_maps, shape)
         if compiled is None:
             return None
         try:
@@ -158,7 +158,6 @@ class OpenVINORunner:
         values = {port.get_any_name(): torch.from_numpy(np.asarray(results[port])) for port in compiled.outputs}
         maps = {name[len(_MAP):]: value for name, value in values.items() if name.startswith(_MAP)}
         out = SegmentationOutput(logits=values[_LOGITS], maps=maps)
-        shape = tuple(padded.shape[1:])
         if (id(net), return_maps, shape) not in self._checked:
             if not self._agrees(net, padded[:1], out.logits[:1]):
                 return None
