@@ -28,3 +28,16 @@ def test_gpu_and_cpu_give_the_same_segmentation(tmp_path) -> None:
     for name in cpu.maps:
         diff = np.abs(sitk.GetArrayFromImage(cpu.maps[name]) - sitk.GetArrayFromImage(gpu.maps[name])).max()
         assert diff < 2e-2, name
+
+
+def test_memory_chosen_batch_keeps_peak_memory_within_the_budget(tmp_path) -> None:
+    """The windows per batch are chosen so that the whole run's peak stays inside ``memory_budget_gib``."""
+    store, model_id, _ = install_random_model(tmp_path / "store")
+    volume, _ = phantom_volume(size_zyx=(96, 192, 192))
+    budget = 0.25
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    result = segment(volume, store.card(model_id), store, device="cuda", memory_budget_gib=budget)
+    assert torch.cuda.max_memory_allocated() <= budget * 2**30
+    assert not [w for w in result.warnings if "out of memory" in w]
+

@@ -22,3 +22,13 @@ def test_training_and_inference_share_the_policy() -> None:
         mixed_precision(torch.device("cpu"), "fp8")
     with pytest.raises(ValueError, match="train.amp must be"):
         _amp("auto-ish", torch.device("cpu"))
+
+
+def test_a_predictor_refuses_an_unknown_precision_before_loading_anything(tmp_path) -> None:
+    from MedSegAttentionLib.inference.engine import Predictor
+    from model_cards import install_random_model
+
+    store, model_id, _ = install_random_model(tmp_path / "store")
+    with pytest.raises(ValueError, match="mixed precision must be"):
+        Predictor(store.card(model_id), store, "cpu", precision="fp8")
+    assert Predictor(store.card(model_id), store, "cpu", precision="float32").precision == "float32"

@@ -26,7 +26,7 @@ from .pipelines import pipeline_for
 from .sizes import patch_size_zyx
 from .postprocessing import keep_largest_component
 from .preprocessing import preprocess, resample_to_reference
-from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format
+from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format, mixed_precision
 from .sliding_window import choose_batch_size
 from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
@@ -99,13 +99,18 @@ class Predictor:
     store is given (:mod:`.openvino_backend`; converted models cached in the store's ``cache/openvino``;
     without a store there is nowhere to keep a conversion, which costs more than one small run gains),
     else PyTorch; ``pytorch`` or ``openvino`` choose. The result says which ran (``SegmentationResult.backend``).
+
+    ``precision``: mixed precision on CUDA (:func:`.runcontext.mixed_precision`): ``auto`` (bf16 where the
+    GPU has it, else fp16) or ``float32`` for a full-precision reference; the CPU always runs float32.
     """
 
     def __init__(self, card: ModelCard, store: ModelStore | None = None, device: str = "auto",
                  networks: dict[str, SegmentationNetwork] | None = None, level: str | None = None,
                  batch_size: int | None = None, tta: bool | None = None, memory_budget_gib: float = 8.0,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", precision: str = "auto") -> None:
         self.card, self.batch_size, self.memory_budget_gib = card, batch_size, memory_budget_gib
+        mixed_precision(torch.device("cpu"), precision)  # an unknown setting fails here, not mid-run
+        self.precision = precision
         self.device = resolve_device(device)
         self.backend = choose_backend("pytorch" if backend == "auto" and store is None else backend, self.device)
         self._backend_warnings: list[str] = []
@@ -130,7 +135,8 @@ class Predictor:
         self.load_seconds = time.perf_counter() - t0
 
     def _context(self, progress: ProgressCallback | None, cancel: CancelCheck | None) -> RunContext:
-        ctx = RunContext(device=self.device, progress=progress, cancel=cancel, runner=self.runner)  # runner: CPU only
+        ctx = RunContext(device=self.device, precision=self.precision, progress=progress, cancel=cancel,
+                         runner=self.runner)  # runner: CPU only
         ctx.batch_size = int(self.batch_size or self.card.inference.get("batch_size", 4))
         if self.batch_size is None and ctx.device.type == "cpu":
             ctx.batch_size = min(ctx.batch_size, CPU_MAX_BATCH)
