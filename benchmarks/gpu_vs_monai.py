@@ -120,7 +120,6 @@ def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, re
     with counter:
         reference, ref_s, ref_peak = timed(lambda: ref.predict(image, maps=False), device)
     flops = counter.get_total_flops()
-    del ref
     ours.predict(image, maps=False)  # warm-up: cuDNN picks its kernels, the memory-chosen batch is probed
     runs = [timed(lambda: ours.predict(image, maps=False), device) for _ in range(repeats)]
     result = runs[-1][0]
