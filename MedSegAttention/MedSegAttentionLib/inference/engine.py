@@ -24,8 +24,8 @@ from .imageio import read_image
 from ..models import SegmentationNetwork
 from .pipelines import pipeline_for
 from .sizes import patch_size_zyx
-from .postprocessing import keep_largest_component
-from .preprocessing import preprocess, resample_to_reference
+from .postprocessing import class_index, keep_largest_component
+from .preprocessing import preprocess, resample_to_reference, same_grid
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format, mixed_precision
 from .sliding_window import choose_batch_size
 from ..modelstore.store import ModelStore
@@ -181,7 +181,7 @@ class Predictor:
 
         t0 = time.perf_counter()
         ctx.report(0.9, "mapping results onto the input grid")
-        label = _label_on_input_grid(probabilities.cpu().numpy(), grid, image, card)
+        label = _label_on_input_grid(probabilities, grid, image, card)
         out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, image, ctx, asked_by_name=maps is not True)
         timings["postprocess"] = time.perf_counter() - t0
         ctx.report(1.0, "done")
@@ -296,19 +296,34 @@ def _predict_with_fallback(
                 raise OutOfMemory("out of memory on the CPU; free memory or use a smaller input") from None
 
 
-def _label_on_input_grid(probabilities: np.ndarray, grid: sitk.Image, reference: sitk.Image, card: ModelCard) -> sitk.Image:
+def _label_on_input_grid(probabilities: torch.Tensor | np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                         card: ModelCard) -> sitk.Image:
+    """The label map on the input grid: the argmax of the (K, z, y, x) probabilities resampled linearly
+    onto it, as the card's label values; each label's largest component when the card asks.
+
+    Same decision, less work: on an unchanged grid the argmax is taken where the probabilities are (on
+    the GPU only the classes travel back); with two classes only the difference foreground - background
+    is resampled (interpolation is linear, so its sign is the argmax of both resampled channels).
+    """
     values = np.array([0] + [label["value"] for label in card.labels])
+    probabilities = torch.as_tensor(probabilities)
     if len(values) != probabilities.shape[0]:
         raise ModelError(
             f"model {card.id} lists {len(values) - 1} label(s) but the network predicts {probabilities.shape[0] - 1}"
         )
-    on_input = resample_to_reference(probabilities.astype(np.float32), grid, reference)
-    classes = np.argmax(on_input, axis=0)
-    label_array = values[classes]
+    if same_grid(grid, reference):
+        classes = class_index(probabilities).cpu().numpy()
+    elif len(values) == 2:
+        margin = (probabilities[1].float() - probabilities[0].float()).cpu().numpy()
+        classes = (resample_to_reference(margin, grid, reference) > 0).astype(np.uint8)
+    else:
+        on_input = resample_to_reference(probabilities.float().cpu().numpy(), grid, reference)
+        classes = class_index(torch.from_numpy(on_input)).numpy()
+    dtype = np.uint8 if values.max() < 256 else np.uint16
+    label_array = classes if np.array_equal(values, np.arange(len(values))) else values.astype(dtype)[classes]
     if card.inference.get("largest_component"):
         label_array = keep_largest_component(label_array)
-    dtype = np.uint8 if values.max() < 256 else np.uint16
-    label = sitk.GetImageFromArray(label_array.astype(dtype))
+    label = sitk.GetImageFromArray(label_array.astype(dtype, copy=False))
     label.CopyInformation(reference)
     return label
 

@@ -59,14 +59,15 @@ def model_grid(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:
 
 def resample_like(image: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """Resample ``image`` onto ``reference``'s grid (identity transform in physical space)."""
-    if _same_grid(image, reference):
+    if same_grid(image, reference):
         return image
     return sitk.Resample(
         image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID(), useNearestNeighborExtrapolator=True
     )
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Whether two images share size, spacing, origin and direction (a resampling between them is the identity)."""
     return (
         a.GetSize() == b.GetSize()
         and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=0, atol=1e-6)
