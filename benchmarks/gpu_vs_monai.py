@@ -1,7 +1,8 @@
 """Side by side on a CUDA GPU: the engine's fast path against MONAI and against its own float32 run.
 
-For every catalog model on one CT-sized volume (``--volume ct512``: the TotalSegmentator sample CT
-resampled to 512 x 512 x 200 voxels of 0.8 x 0.8 x 2.0 mm; or a NIfTI path):
+For every catalog model on one CT-sized volume (``--volume sample-ct``: the TotalSegmentator sample CT
+resampled to 512 x 512 x 200 voxels of 0.8 x 0.8 x 2.0 mm, real anatomy where inference_speed.py's
+``ct512`` is a drawn phantom; or a NIfTI path):
 
 * ``ours``: ``Predictor.predict`` end to end (reading aside: resampling, normalisation, inference,
   mapping back to the input grid) on the engine's GPU defaults: bf16 autocast, channels-last,
@@ -20,8 +21,8 @@ bundled left-atrium models run with their weights. ``--real`` adds a real scan o
 agreement of trained models means something. Rows are JSON lines (``--json`` appends them as they
 come, so a run stopped by ``--deadline-s`` keeps what finished).
 
-    python benchmarks/gpu_vs_monai.py --volume ct512 --json runs/gpu.jsonl
-    python benchmarks/gpu_vs_monai.py --device cpu --volume ct512 --size 96 96 40 --models sipnet-left-atrium-mr
+    python benchmarks/gpu_vs_monai.py --json runs/gpu.jsonl
+    python benchmarks/gpu_vs_monai.py --device cpu --size 40 40 24 --spacing 2 2 2.5 --models sipnet-left-atrium-mr
 """
 
 from __future__ import annotations
@@ -159,10 +160,10 @@ def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, re
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--volume", default="ct512", help="'ct512' (the resampled sample CT) or a NIfTI path")
-    parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 200], help="x y z voxels of ct512")
-    parser.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 2.0], help="x y z mm of ct512")
-    parser.add_argument("--ct", type=Path, default=CT_SAMPLE, help="the CT that ct512 is resampled from")
+    parser.add_argument("--volume", default="sample-ct", help="'sample-ct' (the resampled sample CT) or a NIfTI path")
+    parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 200], help="x y z voxels of sample-ct")
+    parser.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 2.0], help="x y z mm of sample-ct")
+    parser.add_argument("--ct", type=Path, default=CT_SAMPLE, help="the CT that sample-ct is resampled from")
     parser.add_argument("--models", nargs="*", help="catalog ids (default: every catalog model)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=2)
@@ -171,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     store = ModelStore()
-    if args.volume == "ct512":
+    if args.volume == "sample-ct":
         image, case = ct_volume(tuple(args.size), tuple(args.spacing), args.ct), f"ct{'x'.join(map(str, args.size))}"
     else:
         image, case = sitk.ReadImage(args.volume), Path(args.volume).name

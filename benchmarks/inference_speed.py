@@ -1,11 +1,11 @@
-"""Inference speed and memory per catalog model, and our sliding window against MONAI's.
+"""Inference speed and memory per catalog model (the side by side with MONAI: cpu_vs_monai.py, gpu_vs_monai.py).
 
 Prints a table (seconds, effective TFLOP/s, peak memory) and, with ``--json``, writes the figures.
 Networks are the catalog's paper-size configurations with random (seeded) weights: speed does not
 depend on the weights. Examples::
 
     python benchmarks/inference_speed.py --device cpu --volume prostate        # real ProstateX T2
-    python benchmarks/inference_speed.py --device cuda --volume ct512 --compare-monai
+    python benchmarks/inference_speed.py --device cuda --volume ct512
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.models import build_network
 from MedSegAttentionLib.inference.sizes import patch_size_zyx
-from MedSegAttentionLib.inference.runcontext import RunContext
-from MedSegAttentionLib.inference.sliding_window import sliding_window_inference
 from MedSegAttentionLib.modelstore.store import ModelStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -72,80 +70,12 @@ def flops_per_window(net: torch.nn.Module, channels: int, patch: tuple[int, ...]
     return float(counter.get_total_flops())
 
 
-def _timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
-    fn()  # warm-up: cuDNN autotuning, allocator
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, out
-
-
-def monai_comparison(card, networks, image: sitk.Image, device: torch.device, batch: int) -> dict:
-    """Same network, weights, volume, windows and overlap: MONAI's inferer vs our engine's variants.
-
-    MONAI runs as users run it (fp16 autocast, NCDHW). Ours: the same settings, then the engine's
-    default fast path (bf16 autocast + channels-last-3d), then that with the window batch chosen from
-    the 8 GiB memory budget. Each is checked against our fp32 result.
-    """
-    from monai.inferers import sliding_window_inference as monai_swi
-
-    from MedSegAttentionLib.inference.preprocessing import preprocess
-    from MedSegAttentionLib.inference.sliding_window import choose_batch_size
-
-    net = networks["main"].to(device).eval()
-    array, _ = preprocess(image, card.preprocessing)
-    volume = torch.from_numpy(array)
-    patch = patch_size_zyx(card.inference)
-    overlap = float(card.inference.get("overlap", 0.5))
-
-    def monai_run() -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            out = monai_swi(volume[None].to(device), patch, batch, lambda x: torch.softmax(net(x).logits.float(), 1),
-                            overlap=overlap, mode="gaussian", sigma_scale=0.125)
-        return out[0]
-
-    def ours(**options) -> torch.Tensor:
-        ctx = RunContext(device=device, **options)
-        return sliding_window_inference(volume, net, patch, ctx, overlap)[0]
-
-    reference = ours(batch_size=batch, amp=False, channels_last=False)
-    rows = {}
-    seconds, probs = _timed(monai_run, device)
-    rows["monai_fp16"] = (seconds, probs, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
-    variants = {"ours_fp16": dict(batch_size=batch, precision="fp16", channels_last=False),
-                "ours_bf16_cl": dict(batch_size=batch, precision="bf16", channels_last=True)}
-    if device.type == "cuda":
-        auto = choose_batch_size(net.to(memory_format=torch.channels_last_3d), patch, volume.shape[0],
-                                 RunContext(device=device), 8.0, (net.num_classes + 2) * volume[0].numel() * 4)
-        variants[f"ours_bf16_cl_b{auto}"] = dict(batch_size=auto, precision="bf16", channels_last=True)
-    for name, options in variants.items():
-        if options["channels_last"]:
-            net.to(memory_format=torch.channels_last_3d)
-        seconds, probs = _timed(lambda: ours(**options), device)
-        rows[name] = (seconds, probs, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
-        net.to(memory_format=torch.contiguous_format)
-    out = {"volume_shape": list(volume.shape), "patch": list(patch)}
-    b = reference.argmax(0) > 0
-    for name, (seconds, probs, peak) in rows.items():
-        a = probs.argmax(0) > 0
-        dice = 1.0 if int(a.sum() + b.sum()) == 0 else float(2 * (a & b).sum() / (a.sum() + b.sum()))
-        out[name] = {"s": round(seconds, 3), "speedup_vs_monai": round(rows["monai_fp16"][0] / seconds, 2),
-                     "max_prob_diff_vs_fp32": round(float((probs - reference).abs().max()), 5),
-                     "mask_dice_vs_fp32": round(dice, 5), "peak_gib": round(peak / 2**30, 2)}
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--volume", default="ct512", choices=["ct512", "prostate", "ct20", "ct_sm"])
     parser.add_argument("--models", nargs="*", help="catalog ids (default: all)")
     parser.add_argument("--batch-size", type=int, help="windows/slices per batch (default: the engine's choice for the device)")
-    parser.add_argument("--compare-monai", action="store_true")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino"],
                         help="the engine's CPU runtime (the tables in docs/benchmarks.md before 2026-11-27 are PyTorch)")
     parser.add_argument("--json", help="write the figures here")
@@ -183,8 +113,6 @@ def main() -> None:
                                    for s, p in zip(reversed(grid.GetSize()), patch)]))
             flops = flops_per_window(networks["main"], card.input_channels, patch, device) * windows
             row["tflops_effective"] = round(flops / result.timings["inference"] / 1e12, 2)
-            if args.compare_monai:
-                row.update(monai_comparison(card, networks, image, device, args.batch_size or 4))
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
