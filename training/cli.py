@@ -188,7 +188,7 @@ def _cv(args: argparse.Namespace) -> int:
             print(f"fold {fold}: already evaluated ({evaluation})")
             continue
         for stage in recipe.roles:
-            staged = recipe.for_stage(stage if recipe.staged else None)
+            staged = recipe.for_stage(stage)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if left == 0.0 and trained:
                 print(f"time limit reached before fold {fold} [{stage}]; run the same command again to continue")

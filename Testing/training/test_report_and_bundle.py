@@ -159,3 +159,15 @@ def test_cv_stops_on_its_time_limit_and_continues_where_it_stopped(phantom_sets,
              if "train/loss" in line]
     assert steps == [1, 2, 3]  # resumed at step 1, not restarted
     assert main(args) == 0 and "fold 0: already evaluated" in capsys.readouterr().out
+
+
+def test_cv_trains_every_network_of_a_cascade_then_exports_and_evaluates(phantom_sets, tmp_path, capsys) -> None:
+    name = "rstn-left-atrium-mr-compact"
+    data, out = phantom_sets["prostate"], tmp_path / "cv-rstn"
+    args = ["cv", "--recipe", name, "--data", str(data), "--out", str(out), "--folds", "0", "--device", "cpu",
+            "--no-progress", "--dtype", "float16", *[f"--set={s}" for s in tiny_overrides(name, steps=2)]]
+    assert main(args) == 0
+    for view in ("axial", "coronal", "sagittal"):
+        assert (out / "fold_0" / view / "last.pt").is_file()
+    assert (out / "fold_0" / "export" / "evaluation_fold_0" / "summary.json").is_file()
+    assert f"| {name} | 0 |" in capsys.readouterr().out
