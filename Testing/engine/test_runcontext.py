@@ -32,3 +32,18 @@ def test_a_predictor_refuses_an_unknown_precision_before_loading_anything(tmp_pa
     with pytest.raises(ValueError, match="mixed precision must be"):
         Predictor(store.card(model_id), store, "cpu", precision="fp8")
     assert Predictor(store.card(model_id), store, "cpu", precision="float32").precision == "float32"
+
+
+def test_a_gpu_index_the_machine_does_not_have_is_refused_with_the_ones_it_has(monkeypatch) -> None:
+    from MedSegAttentionLib.errors import InputError
+    from MedSegAttentionLib.inference.devices import resolve_device
+
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cuda") == torch.device("cuda")
+    for choice in ("cuda:2", "cuda:x"):
+        with pytest.raises(InputError, match=r"has 2 CUDA GPU\(s\): cuda:0, cuda:1"):
+            resolve_device(choice)

@@ -69,11 +69,16 @@ def test_constraints_file_pins_slicers_own_packages_to_the_installed_versions(tm
 def test_device_report_shows_the_gpu_or_says_why_not() -> None:
     summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": [{"name": "NVIDIA H100", "memory_gib": 79.1}]})
     assert "NVIDIA H100, 79.1 GiB" in summary
-    assert labels == ["auto (NVIDIA H100, 79.1 GiB)", "cuda (NVIDIA H100, 79.1 GiB)", "mps (not available)", "cpu"]
+    assert labels == ["auto (NVIDIA H100, 79.1 GiB)", "cuda (NVIDIA H100, 79.1 GiB)", "cuda:1 (not available)",
+                      "cuda:2 (not available)", "cuda:3 (not available)", "mps (not available)", "cpu"]
+    two = [{"name": "NVIDIA H100", "memory_gib": 79.1}, {"name": "NVIDIA A40", "memory_gib": 44.4}]
+    summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": two})
+    assert "(+1 more)" in summary and labels[1:3] == ["cuda (NVIDIA H100, 79.1 GiB)", "cuda:1 (NVIDIA A40, 44.4 GiB)"]
     summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": [], "mps": True})
-    assert "MPS" in summary and labels[2] == "mps (Apple GPU)" and labels[0] == "auto (Apple GPU)"
+    assert "MPS" in summary and labels[child_reports.DEVICES.index("mps")] == "mps (Apple GPU)"
+    assert labels[0] == "auto (Apple GPU)"
     summary, labels = child_reports.describe_devices({"torch": "2.5.0", "cuda": []})
-    assert "no CUDA GPU" in summary and labels[1] == "cuda (not available)"
+    assert "no CUDA GPU" in summary and labels[1] == "cuda (not available)" and labels[0] == "auto (CPU)"
     summary, labels = child_reports.describe_devices({"torch": None, "error": "ImportError: libcuda"})
     assert "not installed" in summary and "libcuda" in summary and labels == list(child_reports.DEVICES)
 

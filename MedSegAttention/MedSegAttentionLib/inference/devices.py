@@ -18,9 +18,14 @@ def resolve_device(choice: str = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if choice.startswith("cuda"):
+    if choice == "cuda" or choice.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise InputError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto")
+        index = choice.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            count = torch.cuda.device_count()
+            raise InputError(f"GPU {choice} was requested but this machine has {count} CUDA GPU(s): "
+                             f"{', '.join(f'cuda:{i}' for i in range(count))}")
         return torch.device(choice)
     if choice == "mps":
         if not _mps_available():

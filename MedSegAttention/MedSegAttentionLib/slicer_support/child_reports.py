@@ -17,20 +17,29 @@ DEVICES = DEVICE_CHOICES  # the module's device choices, in combo-box order
 
 
 def describe_devices(info: dict[str, Any] | None) -> tuple[str, list[str]]:
-    """A summary line and the device combo texts (same order as :data:`DEVICES`) from ``medseg-devices``."""
+    """A summary line and the device combo texts (same order as :data:`DEVICES`) from ``medseg-devices``:
+    each GPU choice names its card, or says that this computer does not have it."""
     if not info or not info.get("torch"):
         detail = f" ({info['error']})" if info and info.get("error") else ""
         return f"PyTorch is not installed yet; it is installed on first use{detail}.", list(DEVICES)
-    gpus = info.get("cuda") or []
-    mps = "mps (Apple GPU)" if info.get("mps") else "mps (not available)"
+    gpus = [f"{gpu['name']}, {gpu['memory_gib']} GiB" for gpu in info.get("cuda") or []]
+    labels = []
+    for choice in DEVICES:
+        index = 0 if choice == "cuda" else int(choice.partition(":")[2]) if choice.startswith("cuda:") else None
+        if index is not None:
+            labels.append(f"{choice} ({gpus[index] if index < len(gpus) else 'not available'})")
+        elif choice == "mps":
+            labels.append("mps (Apple GPU)" if info.get("mps") else "mps (not available)")
+        elif choice == "auto":
+            labels.append(f"auto ({gpus[0]})" if gpus else "auto (Apple GPU)" if info.get("mps") else "auto (CPU)")
+        else:
+            labels.append(choice)
     if gpus:
-        gpu = f"{gpus[0]['name']}, {gpus[0]['memory_gib']} GiB"
         more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
-        return (f"PyTorch {info['torch']}; GPU: {gpu}{more}", [f"auto ({gpu})", f"cuda ({gpu})", mps, "cpu"])
+        return f"PyTorch {info['torch']}; GPU: {gpus[0]}{more}", labels
     if info.get("mps"):
-        return f"PyTorch {info['torch']}; Apple GPU (MPS) found.", ["auto (Apple GPU)", "cuda (not available)", mps, "cpu"]
-    return (f"PyTorch {info['torch']}; no CUDA GPU found, the CPU will be used.",
-            ["auto (CPU)", "cuda (not available)", mps, "cpu"])
+        return f"PyTorch {info['torch']}; Apple GPU (MPS) found.", labels
+    return f"PyTorch {info['torch']}; no CUDA GPU found, the CPU will be used.", labels
 
 
 def parse_model_list(text: str) -> list[dict[str, Any]]:
