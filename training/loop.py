@@ -295,7 +295,8 @@ class Trainer:
         """Train to ``max_steps`` (or ``stop_after``, or the time limit) and return what happened."""
         cfg, info = self.cfg, self.info
         stop = min(self.max_steps, int(cfg["stop_after"])) if cfg.get("stop_after") else self.max_steps
-        batches = StepBatches(PatchSampler(self.train_vols, self.recipe.data), self.seed,
+        sampler = PatchSampler(self.train_vols, self.recipe.data, label_slices=int(getattr(self.net, "output_slices", 1)))
+        batches = StepBatches(sampler, self.seed,
                               int(self.recipe["sampling"]["batch_size"]), info.rank, info.world_size)
         loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(self.step, stop),
                                              num_workers=int(cfg.get("num_workers", 0)),

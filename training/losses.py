@@ -325,6 +325,23 @@ class RSTNLoss(SegmentationLoss):
             )
         return None
 
+    def forward(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``target`` (B, H, W) for the centre slice, or (B, S, H, W) for every slice the network
+        predicts (its ``aux["slices"]`` / ``aux["coarse_slices"]``, the paper's three-slice output)."""
+        if isinstance(output, SegmentationOutput) and target.ndim == output.logits.ndim and "slices" in output.aux:
+            slices = target.shape[1]
+
+            def per_slice(logits: torch.Tensor) -> torch.Tensor:
+                if logits.shape[1] % slices:
+                    raise ValueError(f"RSTN slice logits {tuple(logits.shape)} do not hold {slices} slices")
+                return logits.reshape(logits.shape[0] * slices, logits.shape[1] // slices, *logits.shape[2:])
+
+            coarse = output.aux.get("coarse_slices")
+            output = SegmentationOutput(logits=per_slice(output.aux["slices"]),
+                                        deep_supervision=() if coarse is None else (per_slice(coarse),))
+            target = target.reshape(-1, *target.shape[2:])
+        return super().forward(output, target)
+
     def compute(self, output: SegmentationOutput, target: torch.Tensor) -> torch.Tensor:
         fine = self.dice(output.logits, target)
         coarse = self.coarse_logits(output)

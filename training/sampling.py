@@ -105,7 +105,9 @@ class PatchSampler:
     at random (``RandSpatialCropd``), the "random cropping" of SIP-Net (Sec. 4.2) and its code.
     """
 
-    def __init__(self, volumes: Sequence[Volume], recipe: Mapping[str, Any]) -> None:
+    def __init__(self, volumes: Sequence[Volume], recipe: Mapping[str, Any], label_slices: int = 1) -> None:
+        """``label_slices``: in ``slice`` mode, how many slices around the centre the label holds (RSTN
+        predicts every input slice: 3); the label is then (label_slices, H, W)."""
         if not volumes:
             raise ValueError("no training volumes")
         self.recipe = recipe
@@ -115,6 +117,9 @@ class PatchSampler:
         self.background = [np.asarray(v.background, np.float32).reshape(-1, *([1] * (v.image.ndim - 1)))
                            for v in volumes]
         self.context = int(sampling.get("slice_context") or 0)
+        if label_slices != 1 and (self.mode != "slice" or label_slices != 2 * self.context + 1):
+            raise ValueError(f"{label_slices} label slices need slice sampling with slice_context {label_slices // 2}")
+        self.label_slices = label_slices
         z, y, x = patch_size_zyx(sampling)
         pos, neg = float(sampling.get("pos", 1.0)), float(sampling.get("neg", 1.0))
         keys = ("image", "label")
@@ -154,13 +159,15 @@ class PatchSampler:
         item = item[0] if isinstance(item, list) else item  # RandCropByPosNegLabeld returns a list of samples
         if self.mode == "slice":
             img, lab = item["image"], item["label"]
-            item = {"image": img.reshape(-1, *img.shape[2:]), "label": lab[:, self.context]}
+            label = lab[0] if self.label_slices > 1 else lab[:, self.context]  # (S, H, W) or (1, H, W)
+            item = {"image": img.reshape(-1, *img.shape[2:]), "label": label}
         item = self.augment(item)
         if self.mode == "patch":
             item["image"] = _plain(item["image"]) + torch.from_numpy(background)
         item = self.intensity(item)
         img = _plain(item["image"]).float().contiguous()
-        lab = _plain(item["label"])[0].round().long().contiguous()
+        lab = _plain(item["label"])
+        lab = (lab if self.label_slices > 1 else lab[0]).round().long().contiguous()
         return img, lab
 
 

@@ -69,14 +69,18 @@ def test_fcn8s_parameter_count_matches_caffe_model() -> None:
     assert count_parameters(three_class, trainable_only=False) == 134_277_737
     assert count_parameters(three_class) == 134_277_737 - 2_592
     per_stage = count_parameters(full.coarse, trainable_only=False)
-    assert per_stage == 134_277_737 - 4_867 - (2_592 - 1_152)  # 2 instead of 3 score channels
-    assert count_parameters(full, trainable_only=False) == 2 * per_stage + 258  # saliency 1 -> 3 -> 3
+    # 6 score channels (2 classes for each of the 3 slices) instead of 3 sigmoids: each channel adds 4,867
+    # score weights (4096 + 512 + 256 + 3 biases); the frozen bilinear deconvolutions hold 288 c^2
+    assert per_stage == 134_277_737 + 3 * 4_867 + 288 * (6**2 - 3**2)
+    assert count_parameters(full, trainable_only=False) == 2 * per_stage + 312  # saliency 3 -> 3 -> 3 (Eq. 1)
 
 
 def test_unet_light_default_parameter_count() -> None:
     with torch.device("meta"):
         net = RSTN()
-    assert count_parameters(net) == 2 * 1_979_042 + 258
+        centre_only = RSTN(output_slices=1)
+    assert count_parameters(centre_only) == 2 * 1_979_042 + 258  # one 2-class slice; saliency 1 -> 3 -> 3
+    assert count_parameters(net) == 2 * (1_979_042 + 4 * 33) + 312  # 1x1 head of 32 channels to 6, not 2
 
 
 # ---------------------------------------------------------------------- crop / uncrop
@@ -157,19 +161,47 @@ def test_crop_mask_in_training_keeps_deep_supervision() -> None:
 def test_refine_round() -> None:
     net = small().eval()
     x = torch.randn(2, 3, 37, 41)
-    probability = torch.zeros(2, 37, 41)
-    probability[0, 10:20, 12:25] = 0.9
+    probability = torch.zeros(2, 3, 37, 41)  # the previous round's probability of the three input slices
+    probability[0, :, 10:20, 12:25] = 0.9
     with torch.no_grad():
         out = net.refine(x, probability, return_maps=True)
-        again = net.refine(x, probability[:, None])
     assert out.logits.shape == (2, 2, 37, 41) and out.deep_supervision == ()
-    torch.testing.assert_close(out.logits, again.logits)
-    torch.testing.assert_close(out.maps["coarse_probability"][:, 0], probability)
+    torch.testing.assert_close(out.maps["coarse_probability"][:, 0], probability[:, 1])  # the centre slice
     assert out.maps["crop_region"][0].sum() > 0 and out.maps["crop_region"][1].sum() == 0
     assert torch.softmax(out.logits[1], 0)[1].max() < 1e-6  # empty previous mask: background
     assert net.train().refine(x, probability).deep_supervision == ()
     with pytest.raises(ValueError, match="probability must have shape"):
-        net.refine(x, probability[:1])
+        net.refine(x, probability[:, :1])  # one slice where the network predicts three
+    centre_only = small(output_slices=1).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(centre_only.refine(x, probability[:, 1]).logits,
+                                   centre_only.refine(x, probability[:, 1:2]).logits)
+
+
+def test_saliency_sees_the_neighbouring_slices_probability() -> None:
+    """Eq. 1 on the three-slice probability map: a neighbour's probability changes the weights, the
+    crop box is the slices' union."""
+    net = small().eval()
+    x = torch.randn(1, 3, 96, 96)
+    probability = torch.zeros(1, 3, 96, 96)
+    probability[0, 1, 15:25, 15:25] = 0.9
+    neighbour = probability.clone()
+    neighbour[0, 0, 70:80, 70:80] = 0.9  # only slice j-1 differs
+    with torch.no_grad():
+        a = net.refine(x, probability, return_maps=True)
+        b = net.refine(x, neighbour, return_maps=True)
+    assert not torch.allclose(a.maps["saliency"], b.maps["saliency"])
+    assert b.maps["crop_region"][0, 0, 75, 75] == 1 and a.maps["crop_region"][0, 0, 75, 75] == 0
+
+
+def test_training_output_predicts_every_input_slice() -> None:
+    net = small().train()
+    out = net(torch.randn(2, 3, 40, 40), crop_mask=torch.ones(2, 40, 40))
+    assert out.aux["slices"].shape == out.aux["coarse_slices"].shape == (2, 6, 40, 40)
+    torch.testing.assert_close(out.logits, out.aux["slices"][:, 2:4])  # the centre slice's two classes
+    torch.testing.assert_close(out.deep_supervision[0], out.aux["coarse_slices"][:, 2:4])
+    with pytest.raises(ValueError, match="output_slices must be 1 or"):
+        small(output_slices=2)
 
 
 def test_unknown_backbone_is_rejected() -> None:

@@ -65,6 +65,11 @@ def test_sampling_is_a_function_of_step_and_shards_by_rank(phantom_sets) -> None
     assert torch.equal(x, x2)
     halves = [StepBatches(sampler, 7, 4, rank, 2)[3][0] for rank in (0, 1)]
     assert torch.equal(torch.cat(halves), x)
+    # RSTN predicts every input slice: the label of the three slices, its centre the one-slice label
+    x3, y3 = StepBatches(PatchSampler(volumes, recipe, label_slices=3), 7, 4)[3]
+    assert torch.equal(x3, x) and y3.shape == (4, 3, 24, 24) and torch.equal(y3[:, 1], y)
+    with pytest.raises(ValueError, match="3 label slices need slice sampling with slice_context 1"):
+        PatchSampler(volumes, {**recipe, "sampling": {**recipe["sampling"], "slice_context": 0}}, label_slices=3)
 
 
 @pytest.mark.shared_data

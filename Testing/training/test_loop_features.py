@@ -23,9 +23,10 @@ class _FixedCoarse(torch.nn.Module):
         self.square = square
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fg = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0)
+        """Two-class logits of the three input slices: foreground in the square of the first slice only."""
+        fg = torch.full((x.shape[0], 3, *x.shape[2:]), -10.0)
         fg[(0, 0, *self.square)] = 10.0
-        return torch.cat([torch.zeros_like(fg), fg], dim=1)
+        return torch.stack([torch.zeros_like(fg), fg], dim=2).flatten(1, 2)
 
 
 def test_rstn_crops_from_ground_truth_then_from_the_coarse_prediction() -> None:
@@ -42,6 +43,11 @@ def test_rstn_crops_from_ground_truth_then_from_the_coarse_prediction() -> None:
     expected0[square] = 1.0
     torch.testing.assert_close(mask[0], expected0)  # the coarse prediction, not the ground truth
     torch.testing.assert_close(mask[1], truth[1])  # empty prediction: fall back to the ground truth
+    three = torch.zeros(2, 3, 30, 30, dtype=torch.long)  # labels of the three slices: their union
+    three[:, 0, 1:3, 1:3] = 1
+    three[:, 2, 20:25, 3:8] = 1
+    union = net.training_inputs(x, three, from_prediction=False)["crop_mask"]
+    assert union[0, 1:3, 1:3].all() and union[0, 20:25, 3:8].all() and union.sum() == 2 * (4 + 25)
 
 
 def test_rstn_fit_switches_crop_source_at_the_configured_step(phantom_sets, tmp_path, monkeypatch) -> None:

@@ -159,6 +159,23 @@ def test_rstn_joint_loss_by_hand() -> None:
     assert float(RSTNLoss()(SegmentationOutput(logits_of(P)), TARGET)) == approx(1 - dice(P, nr=eps, dr=eps))
 
 
+
+def test_rstn_joint_loss_over_every_predicted_slice() -> None:
+    """The paper's output covers the three input slices: the same joint loss over all of them."""
+    def slice_logits(p: list[float]) -> torch.Tensor:  # (1, 2 slices x 2 classes, 2, 2), slice-major
+        fg = torch.tensor([math.log(v / (1 - v)) for v in p], dtype=torch.float64).view(1, 2, 2, 2)
+        return torch.stack([torch.zeros_like(fg), fg], dim=2).reshape(1, 4, 2, 2)
+
+    coarse, eps = P_SIDE[0], 1e-6
+    fine_all, coarse_all = slice_logits(P), slice_logits(coarse)
+    out = SegmentationOutput(fine_all[:, 2:], deep_supervision=(coarse_all[:, 2:],),
+                             aux={"slices": fine_all, "coarse_slices": coarse_all})
+    expected = (1 / 3) * (1 - dice(coarse, nr=eps, dr=eps)) + (2 / 3) * (1 - dice(P, nr=eps, dr=eps))
+    assert float(RSTNLoss()(out, TARGET)) == approx(expected)  # TARGET as (B, slices, H, W)
+    centre = float(RSTNLoss()(out, TARGET[:, 1]))  # the centre-slice target alone: the old contract
+    assert centre == approx((1 / 3) * (1 - dice(coarse[4:], Y[4:], eps, eps)) + (2 / 3) * (1 - dice(P[4:], Y[4:], eps, eps)))
+
+
 # minimum, gradients, registry ---------------------------------------------------------------------
 def _outputs(name: str, logits: torch.Tensor, labels: torch.Tensor, perfect: bool) -> SegmentationOutput:
     """Training-mode output of network ``name``: heads equal to ``logits``, residual heads (perfect or random)."""

@@ -146,7 +146,7 @@ def slicewise_inference(
 
     ``context`` neighbouring slices on each side are stacked as extra channels (RSTN uses 1: three
     slices). With ``guide`` (D, H, W), a per-slice probability, the network's ``refine(x, guide)``
-    step runs instead of its forward pass (RSTN's test-time rounds); ``stage="coarse"`` runs its
+    step runs (given the guide of each slice it predicts: ``output_slices`` around the centre) instead of its forward pass (RSTN's test-time rounds); ``stage="coarse"`` runs its
     ``coarse_pass`` (RSTN's round 0). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on
     the compute device.
     """
@@ -160,7 +160,10 @@ def slicewise_inference(
         ctx.report(first / depth, f"slices {first + 1}-{min(depth, first + ctx.batch_size)}/{depth}")
         indices = list(range(first, min(depth, first + ctx.batch_size)))
         batch = slice_stack(volume, indices, context)
-        side = guide[indices][:, None] if guide is not None else None
+        side = None
+        if guide is not None:  # the guide of every slice the network predicts (RSTN: the three input slices)
+            slices = int(getattr(net, "output_slices", 1))
+            side = slice_stack(guide[None], indices, slices // 2) if slices > 1 else guide[indices][:, None]
         probabilities, maps = _predict(net, batch, ctx, with_maps, side, stage)
         if probs_out is None:
             probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)

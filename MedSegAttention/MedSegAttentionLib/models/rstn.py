@@ -80,9 +80,12 @@ def uncrop(tensor: torch.Tensor, box: CropBox, frame: tuple[int, int], fill: tor
     return F.pad(tensor - fill, pads) + fill
 
 
-def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) probability of "any foreground class" = 1 - softmax background."""
-    return torch.softmax(logits, dim=1)[:, 1:].sum(1, keepdim=True)
+def foreground_probability(logits: torch.Tensor, slices: int = 1) -> torch.Tensor:
+    """(B, slices, H, W) probability of "any foreground class" = 1 - softmax background, per slice of
+    logits that stack ``slices`` groups of class channels (B, slices * K, H, W)."""
+    batch, channels = logits.shape[:2]
+    grouped = logits.reshape(batch, slices, channels // slices, *logits.shape[2:])
+    return torch.softmax(grouped, dim=2)[:, :, 1:].sum(2)
 
 
 class SaliencyTransform(nn.Module):
@@ -132,13 +135,15 @@ class RSTN(SegmentationNetwork):
 
     Deliberate choices (paper vs. authors' code):
 
-    * Output: the paper predicts a sigmoid per input slice (3 channels) and averages the up to three
-      windows covering a slice; here the window segments its centre slice with ``num_classes``
-      softmax channels (background = 0), the contract's form. For two classes softmax([0, z]) =
-      sigmoid(z), so the binary case is the same model family; the foreground probability used for
-      saliency and cropping is 1 - p(background).
-    * Saliency input is the (1-channel) foreground probability 1 - p(background) of the centre slice,
-      mapped to ``saliency_channels`` hidden and ``in_channels`` output weights (paper 3 -> 3 -> 3).
+    * Output: as the paper, both stages predict every input slice (``output_slices``, default
+      ``in_channels``: three), each with ``num_classes`` softmax channels (background = 0; for two
+      classes softmax([0, z]) = sigmoid(z), the paper's per-slice sigmoid); the joint loss covers all
+      of them (``aux["slices"]``, ``aux["coarse_slices"]`` in training). ``logits`` is the centre
+      slice, the engine's one-slice contract: at test time each slice takes the prediction of the
+      window centred on it, where the paper averages the up to three windows covering it.
+    * Saliency input (Eq. 1): the foreground probability 1 - p(background) of every predicted slice
+      (paper: the three-slice probability map), mapped to ``saliency_channels`` hidden and
+      ``in_channels`` output weights (paper 3 -> 3 -> 3). The crop box is that of the slices' union.
       The ``saliency`` map shows these weights min-max scaled to [0, 1] per sample and channel (the
       weights themselves are unbounded, as in the paper).
     * Gradients flow from the fine loss through the saliency module into the coarse network (joint
@@ -169,17 +174,22 @@ class RSTN(SegmentationNetwork):
         margin: int = 20,
         threshold: float = 0.5,
         margin_jitter: bool = True,
+        output_slices: int | None = None,
     ) -> None:
         """``base_channels=None``: the backbone's standard width (VGG-16 64, light U-Net 32);
-        ``fc_channels``: FCN-8s fc6/fc7 width (4096), unused by the U-Net."""
+        ``fc_channels``: FCN-8s fc6/fc7 width (4096), unused by the U-Net; ``output_slices``: slices
+        each stage predicts, the input's (``None``, the paper) or 1 (the centre slice only)."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"RSTN needs num_classes >= 2 (background included); got {num_classes}")
-        self.in_channels, self.num_classes = in_channels, num_classes
+        slices = in_channels if output_slices is None else int(output_slices)
+        if slices not in (1, in_channels) or slices % 2 == 0:
+            raise ValueError(f"RSTN output_slices must be 1 or the (odd) number of input slices {in_channels}; got {slices}")
+        self.in_channels, self.num_classes, self.output_slices = in_channels, num_classes, slices
         self.margin, self.threshold, self.margin_jitter = int(margin), float(threshold), bool(margin_jitter)
-        self.coarse = build_backbone(backbone, in_channels, num_classes, base_channels, fc_channels)
-        self.fine = build_backbone(backbone, in_channels, num_classes, base_channels, fc_channels)
-        self.saliency = SaliencyTransform(1, saliency_channels, in_channels)
+        self.coarse = build_backbone(backbone, in_channels, num_classes * slices, base_channels, fc_channels)
+        self.fine = build_backbone(backbone, in_channels, num_classes * slices, base_channels, fc_channels)
+        self.saliency = SaliencyTransform(slices, saliency_channels, in_channels)
         self.size_divisor = self.fine.divisor
         self.min_divisor_multiple = 2  # the light U-Net's instance norm needs a bottleneck wider than 1
         self.min_crop = 2 * self.fine.divisor
@@ -192,14 +202,16 @@ class RSTN(SegmentationNetwork):
         The ground-truth foreground first; with ``from_prediction`` (the fine-tuning on coarse-scaled
         crops, "Experiments") the coarse network's own prediction (foreground probability >= the
         network's threshold), with the ground truth where that prediction is empty (authors' stage J).
+        ``labels`` (B, H, W), or (B, S, H, W) for every predicted slice: the union of the slices.
         """
-        truth = (labels > 0).to(x.dtype)
+        truth = ((labels > 0).any(1) if labels.ndim == 4 else labels > 0).to(x.dtype)
         if not from_prediction:
             return {"crop_mask": truth}
         with torch.no_grad():
             height, width = x.shape[-2:]
             coarse = self.coarse(self.pad_to_divisor(x))[..., :height, :width]
-            predicted = (foreground_probability(coarse.float())[:, 0] >= self.threshold).to(x.dtype)
+            union = foreground_probability(coarse.float(), self.output_slices).amax(1)
+            predicted = (union >= self.threshold).to(x.dtype)
             empty = predicted.flatten(1).sum(1) == 0
             return {"crop_mask": torch.where(empty[:, None, None], truth, predicted)}
 
@@ -217,10 +229,11 @@ class RSTN(SegmentationNetwork):
 
     def refine(self, x: torch.Tensor, probability: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
         """One test-time round (paper, "Training and Testing"): saliency transformation of the previous
-        round's (fused) foreground ``probability`` (B, H, W) or (B, 1, H, W) in [0, 1], crop from
-        ``probability >= threshold`` with ``margin``, fine network, uncrop. The coarse network is not
-        run and ``deep_supervision`` is empty; a sample with an empty mask gets background logits.
-        Maps: ``coarse_probability`` is the given ``probability``. Wrap in ``torch.no_grad()`` at test."""
+        round's (fused) foreground ``probability`` in [0, 1] of every input slice (B, S, H, W) (with one
+        output slice also (B, H, W)), crop from its union ``>= threshold`` with ``margin``, fine network,
+        uncrop. The coarse network is not run and ``deep_supervision`` is empty; a sample with an
+        empty mask gets background logits. Maps: ``coarse_probability`` is the given ``probability``
+        of the centre slice. Wrap in ``torch.no_grad()`` at test."""
         return self._with_side_input(x, return_maps, "probability", probability)
 
     def coarse_pass(self, x: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
@@ -235,19 +248,23 @@ class RSTN(SegmentationNetwork):
 
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
         kind, side = self._side_input if self._side_input is not None else ("", None)
+        centre = self.output_slices // 2
         if kind == "coarse":
             logits = self.coarse(x)
-            maps = {"coarse_probability": foreground_probability(logits).clamp(0, 1)} if return_maps else {}
-            return SegmentationOutput(logits=logits, deep_supervision=(), maps=maps)
+            probability = foreground_probability(logits, self.output_slices)[:, centre : centre + 1]
+            maps = {"coarse_probability": probability.clamp(0, 1)} if return_maps else {}
+            return SegmentationOutput(logits=self._centre(logits), deep_supervision=(), maps=maps)
         coarse_logits: torch.Tensor | None = None
         if kind == "probability":
             probability = side.to(x.dtype)
         else:
             coarse_logits = self.coarse(x)
-            probability = foreground_probability(coarse_logits)
-        crop_source = side if kind == "crop_mask" else probability
+            probability = foreground_probability(coarse_logits, self.output_slices)
+        crop_source = side if kind == "crop_mask" else probability.amax(1, keepdim=True)
         weights = self.saliency(probability)
-        logits, region = self._fine_stage(x * weights, crop_source, with_region=return_maps)
+        all_logits, region = self._fine_stage(x * weights, crop_source, with_region=return_maps)
+        logits = self._centre(all_logits)
+        probability = probability[:, centre : centre + 1]
         maps: dict[str, torch.Tensor] = {}
         if return_maps and region is not None:
             low = weights.amin(dim=(2, 3), keepdim=True)
@@ -257,8 +274,14 @@ class RSTN(SegmentationNetwork):
                 "coarse_probability": probability.clamp(0, 1),
                 "crop_region": region,
             }
-        deep = (coarse_logits,) if coarse_logits is not None else ()
-        return SegmentationOutput(logits=logits, deep_supervision=deep, maps=maps)
+        deep = (self._centre(coarse_logits),) if coarse_logits is not None else ()
+        aux = {"slices": all_logits, "coarse_slices": coarse_logits} if coarse_logits is not None else {}
+        return SegmentationOutput(logits=logits, deep_supervision=deep, maps=maps, aux=aux)
+
+    def _centre(self, logits: torch.Tensor) -> torch.Tensor:
+        """The centre slice's (B, K, H, W) logits of (B, output_slices * K, H, W)."""
+        first = (self.output_slices // 2) * self.num_classes
+        return logits[:, first : first + self.num_classes]
 
     # ------------------------------------------------------------------ stages
     def crop_box(self, mask: torch.Tensor) -> CropBox | None:
@@ -276,8 +299,9 @@ class RSTN(SegmentationNetwork):
         """Per sample: crop the weighted image, run the fine net, uncrop; with ``with_region`` also
         the 0/1 crop region (a map, so not built on the normal path)."""
         frame = (weighted.shape[2], weighted.shape[3])
-        fill = torch.full((1, self.num_classes, 1, 1), OUTSIDE_LOGIT, dtype=weighted.dtype, device=weighted.device)
-        fill[:, 0] = 0.0
+        channels = self.num_classes * self.output_slices
+        fill = torch.full((1, channels, 1, 1), OUTSIDE_LOGIT, dtype=weighted.dtype, device=weighted.device)
+        fill[:, :: self.num_classes] = 0.0  # each slice's background
         logits = []
         region = None
         if with_region:
@@ -306,7 +330,8 @@ class RSTN(SegmentationNetwork):
             raise TypeError(f"{kind} must be a torch.Tensor, got {type(side).__name__}")
         if side.ndim == 3:
             side = side[:, None]
-        expected = (x.shape[0], 1, *x.shape[2:])
+        channels = self.output_slices if kind == "probability" else 1
+        expected = (x.shape[0], channels, *x.shape[2:])
         if tuple(side.shape) != expected:
             raise ValueError(f"{kind} must have shape (B, H, W) or {expected}; got {tuple(side.shape)}")
         side = side.to(device=x.device, dtype=x.dtype)
