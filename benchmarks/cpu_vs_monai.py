@@ -17,7 +17,6 @@ MONAI counterpart: only our backends are timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ from MedSegAttentionLib.inference.preprocessing import preprocess
 from MedSegAttentionLib.inference.sizes import patch_size_zyx
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.models import build_network
+from rows import emit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VOLUMES = {"prostate": SHARED / "ProstateX-0000" / "t2_tse_tra.nii.gz",
@@ -153,10 +153,7 @@ def main() -> None:
         jobs.append((card, read_image(VOLUMES[args.volume]), None, networks, args.volume))
     for card, image, truth, networks, case in jobs:
         row = {"case": case, **compare(card, store, image, truth, args.repeats, networks, args.backends, not args.no_monai)}
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as out:
-                out.write(json.dumps(row) + "\n")
+        emit(row, args.json)
 
 
 if __name__ == "__main__":

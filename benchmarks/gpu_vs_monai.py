@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import time
@@ -45,6 +44,7 @@ from MedSegAttentionLib.inference.preprocessing import preprocess
 from MedSegAttentionLib.inference.sizes import patch_size_zyx, resize_in_plane, size_yx
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.models import build_network
+from rows import emit
 
 CT_SAMPLE = SHARED / "TotalSegmentatorSamples" / "example_ct.nii.gz"
 
@@ -191,10 +191,7 @@ def main() -> None:
                 row = {"model": model_id, "case": case, "error": f"{type(error).__name__}: {error}"}
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a", encoding="utf-8") as out:
-                out.write(json.dumps(row) + "\n")
+        emit(row, args.json)
 
 
 if __name__ == "__main__":

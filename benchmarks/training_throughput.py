@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
 from dataset_phantoms import synthetic_dataset  # noqa: E402
 from training.loop import fit  # noqa: E402
 from training.recipes import load_recipe  # noqa: E402
+from rows import emit  # noqa: E402
 
 
 def phantom_data(root: Path, recipe, cases: int, shape_zyx: tuple[int, int, int]) -> Path:  # noqa: ANN001
@@ -70,10 +71,7 @@ def main() -> None:
            "steps_per_s": round(rate, 3), "max_steps": max_steps,
            "schedule_h": round(max_steps / rate / 3600, 2), "five_folds_h": round(5 * max_steps / rate / 3600, 2),
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None}
-    print(json.dumps(row), flush=True)
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as out:
-            out.write(json.dumps(row) + "\n")
+    emit(row, args.json)
 
 
 if __name__ == "__main__":
