@@ -16,7 +16,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
@@ -60,6 +60,7 @@ class MedSegAttentionParameterNode:
     """What the user chose; saved with the scene."""
 
     inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode  # None: a new segmentation node per run
     modelId: str = ""
     pruningLevel: Annotated[str, Choice(LEVELS)] = "L4"
     device: Annotated[str, Choice(DEVICES)] = "auto"
@@ -83,8 +84,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         self._result = None
         self._helpers = HelperPool()  # device query, level timing, model list and installs
-        self._devicePreferenceApplied = False
-        self._deviceLabels = []
+        self._devicePreferenceApplied, self._deviceLabels = False, []
         self._devicesInfo = None  # what the device query found; None until it answered
         self._requirementsMet = False
         self._timer = qt.QTimer()
@@ -118,9 +118,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._requirementsMet:
             self._modelsSection.onRefreshModels()
         else:
-            self.ui.modelInfoLabel.text = _(
-                "Required Python packages are not installed yet. Open 'Models' and click Refresh to install them."
-            )
+            self.ui.modelInfoLabel.text = _("Required Python packages are not installed yet. "
+                                            "Open 'Models' and click Refresh to install them.")
 
     def onReload(self) -> None:
         """Developer 'Reload': reload the library packages too (importlib, not the removed imp module)."""
@@ -224,7 +223,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.logTextEdit.clear()
             self._run = self.logic.startSegmentation(
                 p.inputVolume, p.modelId, p.device, p.pruningLevel if self._usesLevels() else None,
-                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring, computeMaps=p.computeMaps)
+                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring, computeMaps=p.computeMaps,
+                outputSegmentation=p.outputSegmentation)
             self._setRunning(True)
             self._timer.start()
 
@@ -233,7 +233,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = True
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        for widget in (self.ui.inputVolumeSelector, self.ui.modelComboBox, self.ui.levelComboBox, self.ui.deviceComboBox):
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.modelComboBox,
+                       self.ui.levelComboBox, self.ui.deviceComboBox):
             widget.enabled = not running
         if not running:
             self.ui.levelComboBox.enabled = self._usesLevels()

@@ -7,11 +7,12 @@ def helpText() -> str:
     return _(
         "Segment 3D CT and MR volumes with published attention networks and see the evidence each network "
         "used (attention masks, context residuals, saliency, and an uncertainty map from test-time mirroring) "
-        "as heat maps whose legends say what the values mean. Ships ready to run with left-atrium models for "
-        "3D late-gadolinium-enhanced MR (compact SIP-Net and ANU-Net, the latter prunable L1-L4, trained on the "
-        "LeftAtrium2018 data), so two networks and their evidence can be compared on the same scan; the prostate, "
-        "pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their weights are "
-        "installed. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
+        "as heat maps whose legends say what the values mean. Ships ready to run with four left-atrium models for "
+        "3D late-gadolinium-enhanced MR (compact SIP-Net, ANU-Net prunable L1-L4, ConResNet and the RA-UNet "
+        "cascade, trained on the LeftAtrium2018 data), so networks and their evidence can be compared on the same "
+        "scan; the prostate, pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their "
+        "weights are installed. Each run makes a new segmentation in the input's study, or replaces the one chosen "
+        "as Output. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
         "For research use only, not for clinical decisions. "
         '<a href="https://github.com/MedSegAttention/MedSegAttention#readme">User guide</a>.'
     )

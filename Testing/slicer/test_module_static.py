@@ -122,7 +122,7 @@ def test_widget_slots_exist(tree: ast.Module) -> None:
 
 def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
     fields = _parameter_fields(tree)
-    assert fields == {"inputVolume", "modelId", "pruningLevel", "device", "show3D", "testTimeMirroring", "computeMaps", "mapOpacity",
+    assert fields == {"inputVolume", "outputSegmentation", "modelId", "pruningLevel", "device", "show3D", "testTimeMirroring", "computeMaps", "mapOpacity",
                       "mapThreshold", "selectedMap"}
     bound = {}
     for widget in ui.iter("widget"):
@@ -130,7 +130,7 @@ def test_parameter_binding(tree: ast.Module, ui: ET.ElementTree) -> None:
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.findtext("string")] = widget.get("class")
     assert set(bound) <= fields, f"SlicerParameterName without a parameter: {set(bound) - fields}"
-    assert bound == {"inputVolume": "qMRMLNodeComboBox", "pruningLevel": "QComboBox", "device": "QComboBox",
+    assert bound == {"inputVolume": "qMRMLNodeComboBox", "outputSegmentation": "qMRMLNodeComboBox", "pruningLevel": "QComboBox", "device": "QComboBox",
                      "show3D": "QCheckBox", "testTimeMirroring": "QCheckBox", "computeMaps": "QCheckBox", "mapOpacity": "ctkSliderWidget", "mapThreshold": "ctkSliderWidget"}
     widget_cls = _class(tree, "MedSegAttentionWidget")
     used = {node.attr for node in ast.walk(widget_cls) if isinstance(node, ast.Attribute)

@@ -68,6 +68,13 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert logic.mapMemoryText(node, models[model_id], False, False).startswith("Evidence maps off")
     plain = logic.process(node, model_id, device="cpu", tta=False, computeMaps=False)
     assert plain.map_nodes == {} and plain.segmentation_node.GetSegmentation().GetNumberOfSegments() == 1
+    # the output choice: a run into an earlier segmentation replaces it (same node, its old maps gone)
+    count = scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems()
+    again = logic.process(node, model_id, device="cpu", tta=False, outputSegmentation=imported.segmentation_node)
+    assert again.segmentation_node is imported.segmentation_node
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == count
+    assert all(scene.GetNodeByID(m.GetID()) is None for m in imported.map_nodes.values())
+    assert logic.latestResult().map_nodes.keys() == again.map_nodes.keys()
     with pytest.raises(ValueError, match="Select a model"):
         logic.startSegmentation(node, "")
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values

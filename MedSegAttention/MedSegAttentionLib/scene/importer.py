@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import slicer
@@ -10,6 +11,8 @@ import slicer
 from . import heatmaps, hierarchy, segmentation
 from .result import ResultDescription, read_result
 from .transaction import SceneTransaction
+
+IMPORTED_AT_ATTRIBUTE = "MedSegAttention.ImportedAt"  # seconds since the epoch of the result's import
 
 
 @dataclass
@@ -41,11 +44,14 @@ def import_result(
     input_volume: "slicer.vtkMRMLScalarVolumeNode",
     show_3d: bool = False,
     map_threshold: float = heatmaps.DEFAULT_THRESHOLD,
+    output_segmentation: "slicer.vtkMRMLSegmentationNode | None" = None,
 ) -> ImportedResult:
     """Read ``folder`` (docs/result-format.md) into the scene next to ``input_volume``.
 
+    ``output_segmentation``: a segmentation node to overwrite (its segments replaced, its name, ID and
+    place kept; the evidence maps of the run it held are removed) instead of a new node.
     If anything fails, every node added so far is removed and the exception propagates, so the scene
-    is exactly as before.
+    (an overwritten node included) is exactly as before.
     """
     description = read_result(folder)
     base = input_volume.GetName() or "volume"
@@ -53,13 +59,10 @@ def import_result(
         seg_node, warnings = segmentation.import_segmentation(
             scene, description, input_volume, f"{base} {description.model_title}"
         )
-        seg_node.SetAttribute("MedSegAttention.Model", description.model_id)
         map_nodes = {
             info.name: heatmaps.import_map(scene, info, input_volume, f"{base} {info.title}", map_threshold)
             for info in description.maps
         }
-        for node in map_nodes.values():  # so the result can be found again after a scene reload
-            node.SetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE, seg_node.GetID())
         transform_id = input_volume.GetTransformNodeID()
         outputs = [seg_node, *map_nodes.values()]
         for node in outputs:
@@ -67,13 +70,34 @@ def import_result(
         hierarchy.place_next_to(scene, input_volume, outputs)
         if show_3d:
             segmentation.show_in_3d(seg_node, True)
+        if output_segmentation is not None:  # the last step, once all the rest has worked
+            _overwrite(scene, output_segmentation, seg_node)
+            seg_node = output_segmentation
+            seg_node.SetAndObserveTransformNodeID(transform_id)
+        seg_node.SetAttribute("MedSegAttention.Model", description.model_id)
+        seg_node.SetAttribute(IMPORTED_AT_ATTRIBUTE, f"{time.time():.6f}")  # newest first, overwrites included
+        for node in map_nodes.values():  # so the result can be found again after a scene reload
+            node.SetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE, seg_node.GetID())
     return ImportedResult(
         description=description,
         segmentation_node=seg_node,
         map_nodes=map_nodes,
-        node_ids=transaction.added_node_ids,
+        node_ids=[i for i in transaction.added_node_ids if scene.GetNodeByID(i) is not None],
         warnings=[*description.warnings, *warnings],
     )
+
+
+def _overwrite(scene: "slicer.vtkMRMLScene", target: "slicer.vtkMRMLSegmentationNode",
+               source: "slicer.vtkMRMLSegmentationNode") -> None:
+    """Give ``target`` the segments and reference geometry of the freshly imported ``source`` (then
+    removed), and remove the evidence maps of the result ``target`` held before."""
+    for old_map in heatmaps.map_nodes_in(scene):
+        if old_map.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) == target.GetID():
+            scene.RemoveNode(old_map)
+    target.GetSegmentation().DeepCopy(source.GetSegmentation())
+    if target.GetDisplayNode() is None:
+        target.CreateDefaultDisplayNodes()
+    scene.RemoveNode(source)
 
 
 @dataclass
@@ -87,7 +111,8 @@ class SceneResult:
 
 
 def results_in_scene(scene: "slicer.vtkMRMLScene") -> list[SceneResult]:
-    """Every MedSegAttention segmentation in the scene with the evidence maps of its run, oldest first."""
+    """Every MedSegAttention segmentation in the scene with the evidence maps of its run, oldest import
+    first (a segmentation overwritten by a later run counts as that run's)."""
     segmentations = scene.GetNodesByClass("vtkMRMLSegmentationNode")
     all_maps = heatmaps.map_nodes_in(scene)
     results = []
@@ -103,4 +128,4 @@ def results_in_scene(scene: "slicer.vtkMRMLScene") -> list[SceneResult]:
                         m.GetAttribute(heatmaps.MAP_TITLE_ATTRIBUTE) or m.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE)
                         for m in maps},
         ))
-    return results
+    return sorted(results, key=lambda r: float(r.segmentation_node.GetAttribute(IMPORTED_AT_ATTRIBUTE) or 0.0))

@@ -47,6 +47,7 @@ class RunOptions:
     model_dir: str | None = None
     keep_files: bool = False
     tta: bool | None = None  # test-time mirroring (None: as the model card says)
+    output_segmentation_id: str | None = None  # a segmentation node to overwrite (None: a new node)
 
 
 class SegmentationRun:
@@ -119,8 +120,13 @@ class SegmentationRun:
     def _on_finished(self, event: RunnerEvent) -> None:
         if event.status is ExitStatus.SUCCESS:
             try:
+                target_id = self.options.output_segmentation_id
+                target = self.scene.GetNodeByID(target_id) if target_id else None
                 self.imported = import_result(self.scene, self.runner.result_dir, self.input_volume,
-                                              show_3d=self.options.show_3d)
+                                              show_3d=self.options.show_3d, output_segmentation=target)
+                if target_id and target is None:
+                    self.imported.warnings.append("the segmentation chosen as output was removed during the run; "
+                                                  "the result is in a new segmentation")
                 self.state, self.message = RunState.SUCCEEDED, "Done"
             except Exception as exc:  # noqa: BLE001 - the import rolled back; tell the user why
                 self.state, self.message = RunState.FAILED, f"Could not show the result: {exc}"

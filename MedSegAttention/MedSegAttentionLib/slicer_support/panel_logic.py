@@ -116,15 +116,17 @@ class PanelLogic:
     # ------------------------------------------------------------------ segmentation
     def startSegmentation(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
                           show3D: bool = False, keepFiles: bool = False, tta: bool | None = None,
-                          computeMaps: bool = True) -> SegmentationRun:
+                          computeMaps: bool = True, outputSegmentation: Any = None) -> SegmentationRun:
         """Start a run (returns at once); poll it until ``run.done``. Nothing enters the scene before success.
-        ``computeMaps`` off: only the segmentation is computed and imported (no heat-map volumes)."""
+        ``computeMaps`` off: only the segmentation is computed and imported (no heat-map volumes).
+        ``outputSegmentation``: a segmentation node whose segments the result replaces (None: a new node)."""
         if not inputVolume:
             raise ValueError("Select an input volume.")
         if not modelId:
             raise ValueError("Select a model.")
         options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D, maps="all" if computeMaps else "none",
-                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta)
+                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta,
+                             output_segmentation_id=outputSegmentation.GetID() if outputSegmentation else None)
         run = SegmentationRun(self.scene, inputVolume, options, work_root=self.temporary_path)
         run.start()
         return run
@@ -138,9 +140,10 @@ class PanelLogic:
         return describe_map_memory(image.GetDimensions() if image is not None else None, model, tta)
 
     def process(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
-                show3D: bool = False, tta: bool | None = None, computeMaps: bool = True) -> Any:
+                show3D: bool = False, tta: bool | None = None, computeMaps: bool = True, outputSegmentation: Any = None) -> Any:
         """Blocking run for scripts: returns the imported result or raises with the CLI's message."""
-        run = self.startSegmentation(inputVolume, modelId, device, level, show3D, tta=tta, computeMaps=computeMaps)
+        run = self.startSegmentation(inputVolume, modelId, device, level, show3D, tta=tta, computeMaps=computeMaps,
+                                     outputSegmentation=outputSegmentation)
         if run.wait() is not RunState.SUCCEEDED:
             raise RuntimeError(run.message)
         self.showMap(run.imported, next(iter(run.imported.map_nodes), ""), 0.5)

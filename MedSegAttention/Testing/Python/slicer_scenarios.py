@@ -243,6 +243,59 @@ def scenario_removed_result_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene",
         raise AssertionError("removing the result left nodes behind")
 
 
+def scenario_overwrite_segmentation(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """A second run into the first run's segmentation node: same node (ID, name), new segments, the
+    old run's maps replaced by the new ones; nothing else left behind."""
+    volume, image, _ = _setup_input(scene, workdir)
+    first = import_result(scene, write_result_folder(workdir / "first", image), volume)
+    target = first.segmentation_node
+    target.SetName("my segmentation")
+    target.GetSegmentation().AddEmptySegment("extra", "user's extra segment")
+    before = set(scene_node_ids(scene))
+    second = import_result(scene, write_result_folder(workdir / "second", image), volume, output_segmentation=target)
+    if second.segmentation_node is not target or target.GetName() != "my segmentation":
+        raise AssertionError("the chosen segmentation node was not the one overwritten")
+    names = [target.GetSegmentation().GetNthSegment(i).GetName() for i in range(target.GetSegmentation().GetNumberOfSegments())]
+    if names != [label["name"] for label in LABELS]:
+        raise AssertionError(f"overwritten segments are {names}")
+    first_label = read_result(workdir / "second").labels[0]
+    if not np.array_equal(_segment_array(target, target.GetSegmentation().GetNthSegmentID(0), volume),
+                          label_array() == first_label.value):
+        raise AssertionError("voxels of the overwritten segmentation differ from the new result")
+    for node in first.map_nodes.values():
+        if scene.GetNodeByID(node.GetID()) is not None:
+            raise AssertionError(f"map {node.GetName()} of the overwritten run is still in the scene")
+    for node in second.map_nodes.values():
+        if node.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) != target.GetID():
+            raise AssertionError(f"map {node.GetName()} does not point at the overwritten segmentation")
+    added = [scene.GetNodeByID(i) for i in set(scene_node_ids(scene)) - before]
+    if [n.GetID() for n in added if n.IsA("vtkMRMLSegmentationNode")]:
+        raise AssertionError("an overwrite left a second segmentation node in the scene")
+    if scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() != 1:
+        raise AssertionError("an overwrite changed the number of segmentations")
+
+
+def scenario_failed_overwrite_leaves_the_segmentation_unchanged(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """An import that fails part-way keeps the node it was to overwrite and that node's maps as they were."""
+    volume, image, _ = _setup_input(scene, workdir)
+    first = import_result(scene, write_result_folder(workdir / "first", image), volume)
+    target = first.segmentation_node
+    segment_ids = [target.GetSegmentation().GetNthSegmentID(i) for i in range(target.GetSegmentation().GetNumberOfSegments())]
+    voxels = [_segment_array(target, segment_id, volume) for segment_id in segment_ids]
+    before = scene_node_ids(scene)
+    try:
+        import_result(scene, write_result_folder(workdir / "bad", image, bad_map=True), volume, output_segmentation=target)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an off-grid map was imported")
+    if scene_node_ids(scene) != before:
+        raise AssertionError("a failed overwrite changed the scene's nodes")
+    after = [_segment_array(target, segment_id, volume) for segment_id in segment_ids]
+    if not all(np.array_equal(a, b) for a, b in zip(voxels, after)):
+        raise AssertionError("a failed overwrite changed the segmentation")
+
+
 FAKE_CLI = """
 import shutil, sys, time
 from MedSegAttentionLib.protocol import emit
@@ -315,6 +368,8 @@ SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
     "show_3d": scenario_show_3d,
     "failed_import_leaves_scene_unchanged": scenario_failed_import_leaves_scene_unchanged,
     "removed_result_leaves_scene_unchanged": scenario_removed_result_leaves_scene_unchanged,
+    "overwrite_segmentation": scenario_overwrite_segmentation,
+    "failed_overwrite_leaves_the_segmentation_unchanged": scenario_failed_overwrite_leaves_the_segmentation_unchanged,
     "run_imports_result": scenario_run_imports_result,
     "cancelled_run_leaves_scene_unchanged": scenario_cancelled_run_leaves_scene_unchanged,
 }
