@@ -37,6 +37,7 @@ from MedSegAttentionLib.scene.run import RunState
 from MedSegAttentionGui import installs, texts
 from MedSegAttentionGui.levels_section import LevelsSection
 from MedSegAttentionGui.models_section import ModelsSection
+from MedSegAttentionGui.results_section import ResultsSection
 
 LEVELS = list(PRUNING_LEVELS)
 DEVICES = list(child_reports.DEVICES)
@@ -82,7 +83,6 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None
-        self._result = None
         self._helpers = HelperPool()  # device query, level timing, model list and installs
         self._devicePreferenceApplied, self._deviceLabels = False, []
         self._devicesInfo = None  # what the device query found; None until it answered
@@ -102,10 +102,10 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, lambda caller, event: self._restoreResult())
+        self._results = ResultsSection(self.ui, self.logic, lambda: self._parameterNode)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, lambda caller, event: self._results.restore())
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
-        self.ui.mapComboBox.connect("currentIndexChanged(int)", self.onMapChanged)
         self._modelsSection = ModelsSection(
             self.ui, self.logic, self.parent, self._startHelper, self._ensureDependencies, self.onModelChanged,
             lambda: self._parameterNode.modelId if self._parameterNode else "")
@@ -135,15 +135,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        self._restoreResult()
-
-    def _restoreResult(self) -> None:
-        """Maps of the newest result in the scene (after a reload), and no heat map in the input selector."""
-        self.ui.inputVolumeSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.evidenceMapNodeIDs()
-        if self._result is None or self._result.segmentation_node.GetScene() is None:
-            self._result = self.logic.latestResult()
-            if self._result is not None:
-                self._fillMapComboBox()
+        self._results.restore()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -154,7 +146,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         if self._run is not None:
             self._run.cancel()
-        self._result = None
+        self._results.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -188,7 +180,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.mapMemoryLabel.text = self.logic.mapMemoryText(p.inputVolume, self._selectedModel(), p.testTimeMirroring, p.computeMaps)
         self._updateApplyButton()
         self._levels.update()
-        if self._result is not None:
+        if self._results.result is not None:
             self.logic.setMapOpacity(self._parameterNode.mapOpacity)
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
 
@@ -257,12 +249,9 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onRunDone(self, run) -> None:
         warnings = run.warnings
         if run.state is RunState.SUCCEEDED:
-            self._result = run.imported
-            self.ui.segmentationShow3DButton.setSegmentationNode(run.imported.segmentation_node)
-            self.ui.segmentationShow3DButton.enabled = True
+            self._results.show(run.imported)
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
-            self._fillMapComboBox()
-            self._restoreResult()  # hides the new maps from the input selector
+            self._results.restore()  # hides the new maps from the input selector
             hint = _(" Pick an evidence map under Results to overlay it.") if run.imported.map_nodes else ""
             self.ui.statusLabel.text = _("Done.") + hint + ("\n" + "\n".join(warnings) if warnings else "")
         elif run.state is RunState.CANCELLED:
@@ -270,22 +259,6 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.statusLabel.text = _("Failed.")
             slicer.util.errorDisplay(run.message, detailedText="\n".join(run.runner.log) if run.runner else "")
-
-    def _fillMapComboBox(self) -> None:
-        wasBlocked = self.ui.mapComboBox.blockSignals(True)
-        self.ui.mapComboBox.clear()
-        self.ui.mapComboBox.addItem(_("None"), "")
-        for name, title in self._result.map_titles.items():
-            self.ui.mapComboBox.addItem(title, name)
-        self.ui.mapComboBox.blockSignals(wasBlocked)
-        self.ui.mapComboBox.currentIndex = 0  # views change only when the user picks a map
-
-    def onMapChanged(self, index: int) -> None:
-        if self._result is None or not self._parameterNode:
-            return
-        name = self.ui.mapComboBox.itemData(index) or ""
-        self._parameterNode.selectedMap = name
-        self.logic.showMap(self._result, name, self._parameterNode.mapOpacity)
 
     # ------------------------------------------------------------------ helpers (device query, levels, models)
     def _startHelper(self, runner, onFinished, onUpdate=None) -> None:

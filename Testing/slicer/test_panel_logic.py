@@ -75,6 +75,7 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == count
     assert all(scene.GetNodeByID(m.GetID()) is None for m in imported.map_nodes.values())
     assert logic.latestResult().map_nodes.keys() == again.map_nodes.keys()
+    assert logic.inputVolumeOf(again) is node  # what the Segment Editor gets as its source volume
     with pytest.raises(ValueError, match="Select a model"):
         logic.startSegmentation(node, "")
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values

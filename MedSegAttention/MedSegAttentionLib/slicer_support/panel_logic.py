@@ -152,9 +152,12 @@ class PanelLogic:
     def showMap(self, result: Any, mapName: str, opacity: float) -> None:
         """Input in the background, the chosen map (or none) in the foreground of every slice view."""
         mapNode = result.map_nodes.get(mapName) if mapName else None
-        inputNode = self.scene.GetNodeByID(result.segmentation_node.GetNodeReferenceID(
-            result.segmentation_node.GetReferenceImageGeometryReferenceRole()))
-        heatmaps.show_map_in_slice_views(self.scene, mapNode, inputNode, opacity)
+        heatmaps.show_map_in_slice_views(self.scene, mapNode, self.inputVolumeOf(result), opacity)
+
+    def inputVolumeOf(self, result: Any) -> Any:
+        """The volume a result was computed from (its segmentation's reference geometry), or None if removed."""
+        seg = result.segmentation_node
+        return self.scene.GetNodeByID(seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()))
 
     def latestResult(self) -> Any:
         """The newest result in the scene (a :class:`~..scene.importer.SceneResult`), or None: what the
