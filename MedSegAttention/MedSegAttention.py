@@ -118,8 +118,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._requirementsMet:
             self._modelsSection.onRefreshModels()
         else:
-            self.ui.modelInfoLabel.text = _("Required Python packages are not installed yet. "
-                                            "Open 'Models' and click Refresh to install them.")
+            self.ui.modelInfoLabel.text = _("Required Python packages are not installed yet: "
+                                            "click Segment (or Refresh under 'Models') to install them.")
 
     def onReload(self) -> None:
         """Developer 'Reload': reload the library packages too (importlib, not the removed imp module)."""
@@ -190,16 +190,9 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateApplyButton(self) -> None:
         if self._run is not None:
             return
-        model = self._selectedModel()
-        missing = []
-        if not self._parameterNode or not self._parameterNode.inputVolume:
-            missing.append(_("select an input volume"))
-        if model is None:
-            missing.append(_("select a model"))
-        elif not model.get("installed"):
-            missing.append(_("install the model's weights (see 'Models')"))
-        self.ui.applyButton.enabled = not missing
-        self.ui.applyButton.toolTip = _("Run the model on the input volume.") if not missing else "; ".join(missing)
+        hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
+        enabled, tip, _installs = self.logic.applyButtonState(hasInput, self._selectedModel(), self._requirementsMet)
+        self.ui.applyButton.enabled, self.ui.applyButton.toolTip = enabled, _(tip)
 
     # ------------------------------------------------------------------ segmentation run
     def onApplyButton(self) -> None:
@@ -209,7 +202,15 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling...")
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if not self._ensureDependencies():
+            if not self._requirementsMet:  # the first run: install, then list the models
+                self.ui.statusLabel.text = _("Installing the Python packages MedSegAttention needs...")
+                installed = self._ensureDependencies()
+                self.ui.statusLabel.text = _(
+                    "Packages installed. Pick a model and click Segment." if installed else
+                    "The packages were not installed, so no model can run yet. Click Segment to try again.")
+                if installed:
+                    self._modelsSection.onRefreshModels()
+                self._updateApplyButton()
                 return
             p = self._parameterNode
             self.ui.logTextEdit.clear()

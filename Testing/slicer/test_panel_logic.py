@@ -81,6 +81,17 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values
 
 
+def test_segment_button_starts_the_first_install_instead_of_staying_greyed() -> None:
+    state = PanelLogic.applyButtonState
+    ready = {"id": "m", "installed": True}
+    assert state(False, ready, True)[:2] == (False, "Select an input volume.")
+    enabled, tip, installs = state(True, None, False)  # first run: no packages, so no model list either
+    assert enabled and installs and "PyTorch" in tip
+    assert state(True, None, True) == (False, "Select a model.", False)
+    assert state(True, {"id": "m", "installed": False}, True)[0] is False
+    assert state(True, ready, True) == (True, "Run the model on the input volume.", False)
+
+
 # ------------------------------------------------------------------ the level chooser (ANU-Net level table)
 def _levels_process(table: dict | None, exit_code: int = 0) -> ProcessRunner:
     line = "" if table is None else f"print('medseg-levels ' + {json.dumps(json.dumps(table))}, flush=True); "

@@ -132,6 +132,22 @@ class PanelLogic:
         return run
 
     @staticmethod
+    def applyButtonState(hasInput: bool, model: dict[str, Any] | None, requirementsMet: bool) -> tuple[bool, str, bool]:
+        """(enabled, tooltip, installs first) of the Segment button. Before the first run the packages
+        (PyTorch and the rest) are missing and no model can be listed: Segment then starts their
+        install, which lists the models, instead of staying greyed out."""
+        if not hasInput:
+            return False, "Select an input volume.", False
+        if not requirementsMet:
+            return True, ("Installs the Python packages MedSegAttention needs (PyTorch and a few others; once, "
+                          "a few minutes), then lists the models to choose from."), True
+        if model is None:
+            return False, "Select a model.", False
+        if not model.get("installed"):
+            return False, "Install the model's weights first (see 'Models').", False
+        return True, "Run the model on the input volume.", False
+
+    @staticmethod
     def mapMemoryText(inputVolume: Any, model: dict[str, Any] | None, tta: bool, computeMaps: bool) -> str:
         """The line beside "Compute evidence maps": how many maps and their size for this volume."""
         if not computeMaps:
