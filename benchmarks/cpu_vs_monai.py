@@ -31,7 +31,7 @@ from MedSegAttentionLib.inference.engine import Predictor
 from MedSegAttentionLib.inference.imageio import read_image
 from MedSegAttentionLib.inference.openvino_backend import openvino_version
 from MedSegAttentionLib.inference.preprocessing import preprocess
-from MedSegAttentionLib.inference.sizes import patch_size_zyx
+from MedSegAttentionLib.inference.sizes import patch_size_zyx, resize_in_plane, size_yx
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.models import build_network
 from rows import emit
@@ -47,24 +47,34 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
-def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor):  # noqa: ANN001, ANN201
-    """A function giving MONAI's (K, z, y, x) probabilities for the card's window settings, or None."""
+def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor, batch: int = 2, amp: bool = False):  # noqa: ANN001, ANN201
+    """A function giving MONAI's (K, z, y, x) probabilities for the card's window settings, or None:
+    ``sliding_window_inference`` (3D) or ``SliceInferer`` (2D, after the in-plane resize a card with
+    ``slice_size`` asks for), ``batch`` windows or slices at a time, under bf16 autocast with ``amp``."""
     from monai.inferers import SliceInferer, sliding_window_inference
 
-    mode = card.inference["mode"]
-    overlap = float(card.inference.get("overlap", 0.5))
+    inference = card.inference
+    mode, overlap = inference["mode"], float(inference.get("overlap", 0.5))
 
     def network(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(net(x).logits.float(), 1)
+        with torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=amp):
+            return torch.softmax(net(x).logits.float(), 1)
 
     if mode == "sliding_window":
-        patch = patch_size_zyx(card.inference)
-        blend = "gaussian" if card.inference.get("blend", "gaussian") == "gaussian" else "constant"
-        return lambda: sliding_window_inference(volume[None], patch, 2, network, overlap=overlap, mode=blend,
+        patch = patch_size_zyx(inference)
+        blend = "gaussian" if inference.get("blend", "gaussian") == "gaussian" else "constant"
+        return lambda: sliding_window_inference(volume[None], patch, batch, network, overlap=overlap, mode=blend,
                                                 sigma_scale=0.125)[0]
-    if mode == "slicewise" and not card.inference.get("slice_size"):
-        inferer = SliceInferer(roi_size=tuple(volume.shape[2:]), sw_batch_size=2, spatial_dim=0, overlap=0.0)
-        return lambda: inferer(volume[None], network)[0]
+    if mode == "slicewise" and not inference.get("slice_context"):
+        size = size_yx(inference, "slice_size")
+
+        def run() -> torch.Tensor:
+            resized = resize_in_plane(volume, size)
+            inferer = SliceInferer(roi_size=tuple(resized.shape[2:]), sw_batch_size=batch, spatial_dim=0, overlap=0.0)
+            probs = inferer(resized[None], network)[0]
+            return probs if size is None else resize_in_plane(probs, tuple(volume.shape[2:]))
+
+        return run
     return None
 
 

@@ -38,10 +38,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from cpu_vs_monai import SHARED, dice
+from cpu_vs_monai import SHARED, dice, monai_runner
 from MedSegAttentionLib.inference.engine import Predictor, _label_on_input_grid
 from MedSegAttentionLib.inference.preprocessing import preprocess
-from MedSegAttentionLib.inference.sizes import patch_size_zyx, resize_in_plane, size_yx
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.models import build_network
 from rows import emit
@@ -58,36 +57,6 @@ def ct_volume(size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, float, f
     grid.SetOrigin([c - (n - 1) * sp / 2 for c, n, sp in zip(centre, size_xyz, spacing_xyz)])
     volume = sitk.Resample(ct, grid, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
     return sitk.Cast(volume, sitk.sitkInt16)
-
-
-def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor, amp: bool):  # noqa: ANN001, ANN201
-    """MONAI's (K, z, y, x) probabilities on the GPU for the card's window settings, or None."""
-    from monai.inferers import SliceInferer, sliding_window_inference
-
-    inference = card.inference
-    mode, batch = inference["mode"], int(inference.get("batch_size", 4))
-    overlap = float(inference.get("overlap", 0.5))
-
-    def network(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(volume.device.type, dtype=torch.bfloat16, enabled=amp):
-            return torch.softmax(net(x).logits.float(), 1)
-
-    if mode == "sliding_window":
-        patch = patch_size_zyx(inference)
-        blend = "gaussian" if inference.get("blend", "gaussian") == "gaussian" else "constant"
-        return lambda: sliding_window_inference(volume[None], patch, batch, network, overlap=overlap, mode=blend,
-                                                sigma_scale=0.125)[0]
-    if mode == "slicewise" and not inference.get("slice_context"):
-        size = size_yx(inference, "slice_size")
-
-        def run() -> torch.Tensor:
-            resized = resize_in_plane(volume, size)
-            inferer = SliceInferer(roi_size=tuple(resized.shape[2:]), sw_batch_size=batch, spatial_dim=0, overlap=0.0)
-            probs = inferer(resized[None], network)[0]
-            return probs if size is None else resize_in_plane(probs, tuple(volume.shape[2:]))
-
-        return run
-    return None
 
 
 def timed(fn, device: torch.device):  # noqa: ANN001, ANN201
@@ -144,7 +113,7 @@ def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, re
         volume = torch.from_numpy(array).to(device)
         net = base["main"].to(device).eval()
         for name, amp in (("monai", False), ("monai_amp", True))[:2 if device.type == "cuda" else 1]:  # CPU: no bf16
-            runner = monai_runner(card, net, volume, amp)
+            runner = monai_runner(card, net, volume, int(card.inference.get("batch_size", 4)), amp)
             if runner is None:
                 continue
             with torch.inference_mode():
