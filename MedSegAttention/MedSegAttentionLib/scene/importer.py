@@ -71,7 +71,7 @@ def import_result(
         if show_3d:
             segmentation.show_in_3d(seg_node, True)
         if output_segmentation is not None:  # the last step, once all the rest has worked
-            _overwrite(scene, output_segmentation, seg_node)
+            _overwrite(scene, output_segmentation, seg_node, input_volume)
             seg_node = output_segmentation
             seg_node.SetAndObserveTransformNodeID(transform_id)
         seg_node.SetAttribute("MedSegAttention.Model", description.model_id)
@@ -88,13 +88,14 @@ def import_result(
 
 
 def _overwrite(scene: "slicer.vtkMRMLScene", target: "slicer.vtkMRMLSegmentationNode",
-               source: "slicer.vtkMRMLSegmentationNode") -> None:
-    """Give ``target`` the segments and reference geometry of the freshly imported ``source`` (then
-    removed), and remove the evidence maps of the result ``target`` held before."""
+               source: "slicer.vtkMRMLSegmentationNode", input_volume: "slicer.vtkMRMLScalarVolumeNode") -> None:
+    """Give ``target`` the segments of the freshly imported ``source`` (then removed) and the input
+    volume as reference geometry, and remove the evidence maps of the result ``target`` held before."""
     for old_map in heatmaps.map_nodes_in(scene):
         if old_map.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) == target.GetID():
             scene.RemoveNode(old_map)
     target.GetSegmentation().DeepCopy(source.GetSegmentation())
+    target.SetReferenceImageGeometryParameterFromVolumeNode(input_volume)
     if target.GetDisplayNode() is None:
         target.CreateDefaultDisplayNodes()
     scene.RemoveNode(source)

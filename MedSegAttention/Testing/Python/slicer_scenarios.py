@@ -251,10 +251,14 @@ def scenario_overwrite_segmentation(scene: "slicer.vtkMRMLScene", workdir: Path)
     target = first.segmentation_node
     target.SetName("my segmentation")
     target.GetSegmentation().AddEmptySegment("extra", "user's extra segment")
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "another scan")
+    target.SetNodeReferenceID(target.GetReferenceImageGeometryReferenceRole(), other.GetID())  # made on another scan
     before = set(scene_node_ids(scene))
     second = import_result(scene, write_result_folder(workdir / "second", image), volume, output_segmentation=target)
     if second.segmentation_node is not target or target.GetName() != "my segmentation":
         raise AssertionError("the chosen segmentation node was not the one overwritten")
+    if target.GetNodeReferenceID(target.GetReferenceImageGeometryReferenceRole()) != volume.GetID():
+        raise AssertionError("the overwritten segmentation does not refer to the input volume's geometry")
     names = [target.GetSegmentation().GetNthSegment(i).GetName() for i in range(target.GetSegmentation().GetNumberOfSegments())]
     if names != [label["name"] for label in LABELS]:
         raise AssertionError(f"overwritten segments are {names}")
