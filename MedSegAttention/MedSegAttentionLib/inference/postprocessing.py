@@ -11,7 +11,8 @@ import torch
 
 def class_index(scores: torch.Tensor) -> torch.Tensor:
     """``scores.argmax(0)`` as uint8 (the first class on ties), by a running maximum over the classes:
-    on the CPU torch's argmax over the leading axis of a CT-sized volume is ~8x slower (measured)."""
+    on the CPU torch's argmax over the leading axis is far slower (2-core VM, 512 x 512 x 200 voxels,
+    three classes: 9.5 s against 0.8 s)."""
     best, index = scores[0].clone(), torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
     for k in range(1, scores.shape[0]):
         higher = scores[k] > best

@@ -146,8 +146,9 @@ def slicewise_inference(
 
     ``context`` neighbouring slices on each side are stacked as extra channels (RSTN uses 1: three
     slices). With ``guide`` (D, H, W), a per-slice probability, the network's ``refine(x, guide)``
-    step runs (given the guide of each slice it predicts: ``output_slices`` around the centre) instead of its forward pass (RSTN's test-time rounds); ``stage="coarse"`` runs its
-    ``coarse_pass`` (RSTN's round 0). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on
+    step runs instead of its forward pass (RSTN's test-time rounds), given the guide of every slice it
+    predicts (``output_slices`` around the centre); ``stage="coarse"`` runs its ``coarse_pass`` (RSTN's
+    round 0). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on
     the compute device.
     """
     volume = volume.to(ctx.device, non_blocking=True)
