@@ -40,4 +40,3 @@ def test_memory_chosen_batch_keeps_peak_memory_within_the_budget(tmp_path) -> No
     result = segment(volume, store.card(model_id), store, device="cuda", memory_budget_gib=budget)
     assert torch.cuda.max_memory_allocated() <= budget * 2**30
     assert not [w for w in result.warnings if "out of memory" in w]
-
