@@ -190,9 +190,12 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateApplyButton(self) -> None:
         if self._run is not None:
             return
-        hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
-        enabled, tip, _installs = self.logic.applyButtonState(hasInput, self._selectedModel(), self._requirementsMet)
+        enabled, tip, _installs = self._applyState()
         self.ui.applyButton.enabled, self.ui.applyButton.toolTip = enabled, _(tip)
+
+    def _applyState(self):
+        hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
+        return self.logic.applyButtonState(hasInput, self._selectedModel(), self._requirementsMet)
 
     # ------------------------------------------------------------------ segmentation run
     def onApplyButton(self) -> None:
@@ -202,7 +205,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelling...")
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if not self._requirementsMet:  # the first run: install, then list the models
+            if self._applyState()[2]:  # the first run: install, then list the models
                 self.ui.statusLabel.text = _("Installing the Python packages MedSegAttention needs...")
                 installed = self._ensureDependencies()
                 self.ui.statusLabel.text = _(
