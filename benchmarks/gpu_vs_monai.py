@@ -80,7 +80,8 @@ def networks_for(card, store: ModelStore, device: torch.device) -> dict:  # noqa
     return {role: build_network(config) for role, config in card.networks.items()}
 
 
-def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, repeats: int) -> dict:  # noqa: ANN001
+def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, repeats: int,  # noqa: ANN001
+            monai_amp: bool = True) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     base = networks_for(card, store, device)
@@ -112,7 +113,7 @@ def compare(card, store: ModelStore, image: sitk.Image, device: torch.device, re
         array, grid = preprocess(image, card.preprocessing)
         volume = torch.from_numpy(array).to(device)
         net = base["main"].to(device).eval()
-        for name, amp in (("monai", False), ("monai_amp", True))[:2 if device.type == "cuda" else 1]:  # CPU: no bf16
+        for name, amp in (("monai", False), ("monai_amp", True))[:2 if device.type == "cuda" and monai_amp else 1]:  # CPU: no bf16
             runner = monai_runner(card, net, volume, int(card.inference.get("batch_size", 4)), amp)
             if runner is None:
                 continue
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="catalog ids (default: every catalog model)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--monai-amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time MONAI under bf16 autocast (CUDA)")
     parser.add_argument("--deadline-s", type=float, default=None, help="start no model after this many seconds")
     parser.add_argument("--json", help="append each row to this JSON-lines file as it comes")
     args = parser.parse_args()
@@ -155,7 +158,7 @@ def main() -> None:
             row = {"model": model_id, "case": case, "skipped": "deadline"}
         else:
             try:
-                row = {"case": case, "device": name, **compare(store.card(model_id), store, image, device, args.repeats)}
+                row = {"case": case, "device": name, **compare(store.card(model_id), store, image, device, args.repeats, args.monai_amp)}
             except Exception as error:  # noqa: BLE001 - one model failing must not lose the others' rows
                 row = {"model": model_id, "case": case, "error": f"{type(error).__name__}: {error}"}
             if device.type == "cuda":
