@@ -29,7 +29,7 @@ from tqdm import tqdm
 from MedSegAttentionLib.inference.devices import resolve_device
 from MedSegAttentionLib.models import SegmentationOutput, build_network
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec
-from MedSegAttentionLib.inference.runcontext import channels_last_device, channels_last_format, mixed_precision
+from MedSegAttentionLib.inference.runcontext import channels_last_faster, channels_last_format, mixed_precision
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .raw_dataset import load_dataset
@@ -201,7 +201,8 @@ class Trainer:
         self.seed = int(cfg["seed"])
         torch.manual_seed(self.seed)
         net = build_network(recipe.network_config()).to(self.dev)
-        self.layout = channels_last_format(net.spatial_dims) if channels_last_device(self.dev) else torch.contiguous_format
+        fast = channels_last_faster(self.dev, net.spatial_dims)
+        self.layout = channels_last_format(net.spatial_dims) if fast else torch.contiguous_format
         self.net = net.to(memory_format=self.layout)
         if cfg.get("init_from"):
             initialise_from(self.net, cfg["init_from"], self.role)

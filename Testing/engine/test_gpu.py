@@ -1,4 +1,4 @@
-"""On a CUDA machine: the fast GPU path (bf16, channels-last, memory-chosen batch) agrees with the CPU.
+"""On a CUDA machine: the fast GPU path (bf16, the faster layout, memory-chosen batch, compilation) agrees with the CPU.
 
 Skipped without CUDA (CI has none); run on the lent GPU with ``pytest Testing/engine/test_gpu.py``.
 """
@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.engine import Predictor, segment
 from model_cards import install_random_model
 from volumes import phantom_volume
 
@@ -40,3 +40,19 @@ def test_memory_chosen_batch_keeps_peak_memory_within_the_budget(tmp_path) -> No
     result = segment(volume, store.card(model_id), store, device="cuda", memory_budget_gib=budget)
     assert torch.cuda.max_memory_allocated() <= budget * 2**30
     assert not [w for w in result.warnings if "out of memory" in w]
+
+
+def test_compiled_networks_give_the_eager_segmentation_and_compile_once(tmp_path) -> None:
+    """``compile=True``: the same labels as the eager run, and no second compilation although the last
+    batch of windows is short (it is padded to the batch shape)."""
+    store, model_id, _ = install_random_model(tmp_path / "store")
+    card = store.card(model_id)
+    volume, _ = phantom_volume(size_zyx=(40, 72, 64))  # 3 x 6 x 5 = 90 windows of 16 (overlap 0.25): the last batch of 7 is short
+    eager = segment(volume, card, store, device="cuda", maps=False, batch_size=7)
+    torch._dynamo.reset()
+    compiled = Predictor(card, store, "cuda", batch_size=7, compile=True)
+    assert compiled.compiled
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        result = compiled.predict(volume, maps=False)
+    a, b = sitk.GetArrayFromImage(eager.label) > 0, sitk.GetArrayFromImage(result.label) > 0
+    assert 2 * (a & b).sum() / max(a.sum() + b.sum(), 1) >= 0.99

@@ -27,6 +27,7 @@ class RunContext:
     amp: bool = True
     precision: str = "auto"
     channels_last: bool = True
+    fixed_batch: bool = False  # pad the last batch to ``batch_size`` (a compiled network keeps one shape)
     progress: ProgressCallback | None = None
     cancel: CancelCheck | None = None
     warnings: list[str] = field(default_factory=list)
@@ -56,6 +57,7 @@ class RunContext:
             amp=self.amp,
             precision=self.precision,
             channels_last=self.channels_last,
+            fixed_batch=self.fixed_batch,
             progress=self.progress,
             cancel=self.cancel,
             warnings=self.warnings,
@@ -78,11 +80,9 @@ class RunContext:
         enabled, dtype = mixed_precision(self.device, (self.precision or "auto") if self.amp else "none")
         return dtype if enabled else torch.float16
 
-    @property
-    def use_channels_last(self) -> bool:
-        """channels-last (NDHWC / NHWC) memory layout: the fast path for cuDNN on CUDA and for oneDNN
-        on the CPU (measured on 2 cores: 3D windows 10-45 % faster, see docs/benchmarks.md); not MPS."""
-        return self.channels_last and channels_last_device(self.device)
+    def use_channels_last(self, spatial_dims: int) -> bool:
+        """Whether batches of a ``spatial_dims`` network go channels-last (:func:`channels_last_faster`)."""
+        return self.channels_last and channels_last_faster(self.device, spatial_dims)
 
 
 def mixed_precision(device: torch.device, setting: str | None = "auto") -> tuple[bool, torch.dtype]:
@@ -101,9 +101,14 @@ def mixed_precision(device: torch.device, setting: str | None = "auto") -> tuple
     return True, torch.bfloat16
 
 
-def channels_last_device(device: torch.device) -> bool:
-    """Devices where channels-last is the faster layout (cuDNN, oneDNN); not MPS."""
-    return device.type in ("cuda", "cpu")
+def channels_last_faster(device: torch.device, spatial_dims: int) -> bool:
+    """Where channels-last (NHWC / NDHWC) is the faster memory layout, by measurement
+    (docs/benchmarks.md): on the CPU for 2D and 3D networks (oneDNN; 3D windows 10-45 % faster on 2
+    cores); on CUDA for 2D networks only (ANU-Net slices bf16 1.3x faster on an H200) while 3D
+    windows are slower there (ConResNet bf16 116 ms against 74 ms per batch); never on MPS."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and spatial_dims == 2
 
 
 def channels_last_format(spatial_dims: int) -> torch.memory_format:

@@ -47,6 +47,15 @@ def importance_map(patch: Sequence[int], blend: str, device: torch.device) -> to
     return weight.clamp_min(float(weight[weight > 0].min()))
 
 
+def _filled(batch: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    """The batch repeated up to ``ctx.batch_size`` items when the context asks for one batch shape (a
+    compiled network would compile again for a shorter last batch); callers read the first items only."""
+    missing = ctx.batch_size - batch.shape[0]
+    if not ctx.fixed_batch or missing <= 0:
+        return batch
+    return torch.cat([batch, batch[-1:].expand(missing, *batch.shape[1:])])
+
+
 def _predict(
     net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None,
     stage: str = "full",
@@ -57,7 +66,7 @@ def _predict(
         out = ctx.runner.forward(net, batch, with_maps)  # None: this network went back to PyTorch
         if out is not None:
             return torch.softmax(out.logits.float(), dim=1), {k: v.float() for k, v in out.maps.items()}
-    if ctx.use_channels_last:
+    if ctx.use_channels_last(batch.ndim - 2):
         batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
         if guide is not None:
@@ -105,7 +114,7 @@ def sliding_window_inference(
         chunk = corners[first : first + ctx.batch_size]
         slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in chunk]
         batch = torch.stack([padded[(slice(None),) + sl] for sl in slices])
-        probabilities, maps = _predict(net, batch, ctx, with_maps)
+        probabilities, maps = _predict(net, _filled(batch, ctx), ctx, with_maps)
         if probs_sum is None:
             probs_sum = torch.zeros((probabilities.shape[1],) + full, device=ctx.device)
         for i, sl in enumerate(slices):
@@ -165,7 +174,8 @@ def slicewise_inference(
         if guide is not None:  # the guide of every slice the network predicts (RSTN: the three input slices)
             slices = int(getattr(net, "output_slices", 1))
             side = slice_stack(guide[None], indices, slices // 2) if slices > 1 else guide[indices][:, None]
-        probabilities, maps = _predict(net, batch, ctx, with_maps, side, stage)
+        probabilities, maps = _predict(net, _filled(batch, ctx), ctx, with_maps, None if side is None else _filled(side, ctx), stage)
+        probabilities, maps = probabilities[: len(indices)], {k: v[: len(indices)] for k, v in maps.items()}
         if probs_out is None:
             probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
         probs_out[:, indices] = probabilities.transpose(0, 1)
