@@ -125,7 +125,8 @@ def test_rstn_round_zero_is_the_fused_coarse_segmentation_then_fine_rounds_follo
         for view, net in nets.items():
             perm = VIEWS[view]
             g = guide.permute(*[p - 1 for p in perm[1:]]) if guide is not None else None
-            probs, _ = slicewise_inference(volume.permute(*perm), net, RunContext(amp=False), context=1, guide=g, stage=stage)
+            probs, _ = slicewise_inference(volume.permute(*perm), net, RunContext(amp=False), context=1, guide=g, stage=stage,
+                                           slice_average=True)
             total = total + probs.permute(*_inverse(perm))
         return total / 3
 
@@ -142,6 +143,35 @@ def test_rstn_round_zero_is_the_fused_coarse_segmentation_then_fine_rounds_follo
     assert dice < 0.99 and any("did not converge" in w and "0.99 after 1 rounds" in w for w in ctx.warnings)
 
 
+def test_rstn_slice_probability_is_the_mean_of_the_windows_that_predict_it() -> None:
+    """Yu et al. 2018, testing: each slice is predicted by the up to three three-slice windows that contain
+    it; its probability is their mean (at the volume's ends only the windows inside it count)."""
+    from MedSegAttentionLib.inference.runcontext import RunContext
+    from MedSegAttentionLib.inference.sliding_window import slice_stack, slicewise_inference
+
+    net = _tiny_rstn_views()["axial"]
+    generator = torch.Generator().manual_seed(1)
+    volume = torch.rand((1, 6, 16, 18), generator=generator)
+    guide = torch.rand((6, 16, 18), generator=generator)
+    depth = volume.shape[1]
+    for stage, side in (("coarse", None), ("full", guide)):
+        with torch.no_grad():
+            windows = []  # (S=3, K, H, W) probabilities of the window centred on each slice
+            for z in range(depth):
+                x = slice_stack(volume, [z], 1)
+                out = net.coarse_pass(x, all_slices=True) if side is None else net.refine(x, slice_stack(side[None], [z], 1), all_slices=True)
+                windows.append(torch.softmax(out.logits.unflatten(1, (3, -1)), dim=2)[0])
+        expected = torch.stack([
+            torch.stack([windows[c][z - c + 1] for c in (z - 1, z, z + 1) if 0 <= c < depth]).mean(0) for z in range(depth)
+        ], dim=1)
+        averaged, _ = slicewise_inference(volume, net, RunContext(amp=False, batch_size=4), context=1, guide=side, stage=stage,
+                                          slice_average=True)
+        centred, _ = slicewise_inference(volume, net, RunContext(amp=False, batch_size=4), context=1, guide=side, stage=stage)
+        torch.testing.assert_close(averaged, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(centred, torch.stack([windows[z][1] for z in range(depth)], dim=1), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(averaged, centred, atol=1e-3)
+
+
 def test_rstn_defaults_are_the_papers_best_threshold_and_ten_rounds() -> None:
     from MedSegAttentionLib.inference.cascades import RSTN_MAX_ROUNDS, RSTN_STOP_DICE
     from pathlib import Path
@@ -151,7 +181,7 @@ def test_rstn_defaults_are_the_papers_best_threshold_and_ten_rounds() -> None:
 
     card = ModelCard.load(Path(modelstore.__file__).parent / "catalog" / "rstn-pancreas-ct.json")
     assert RSTN_STOP_DICE == (0.90, 0.95, 0.99) and RSTN_MAX_ROUNDS == 10
-    assert card.inference["stop_dice"] == 0.99 and card.inference["max_rounds"] == 10
+    assert card.inference["stop_dice"] == 0.99 and card.inference["max_rounds"] == 10 and card.inference["slice_average"]
     assert "light U-Net" in card.title and "FCN-8s" in card.description
 
 

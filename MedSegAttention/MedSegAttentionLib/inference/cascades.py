@@ -155,13 +155,16 @@ def run_rstn(
     T = 10): each view's :meth:`RSTN.refine` takes the fused foreground probability of round t-1 as
     saliency source and crop mask, and the views' fine probabilities are averaged into Z(t). The
     iteration stops when the Dice between the masks of Z(t-1) and Z(t) reaches ``stop_dice`` (the
-    paper's t: 0.90, 0.95 or 0.99, its best model 0.99). Views without a network in the card are
-    skipped. Maps: ``coarse_probability`` (round 0, mean over views) and ``saliency`` (last round,
-    mean over views and channels of the per-slice scaled weights).
+    paper's t: 0.90, 0.95 or 0.99, its best model 0.99). In every pass each slice's probability is
+    the mean of the up to three windows (three-slice inputs) that predict it (``slice_average``, the
+    paper's test procedure; ``false`` keeps the window centred on the slice). Views without a network
+    in the card are skipped. Maps: ``coarse_probability`` (the foreground probability of Z(0)) and
+    ``saliency`` (last round, mean over views and channels of the per-slice scaled weights).
     """
     context = int(inference.get("slice_context", 1))
     max_rounds = int(inference.get("max_rounds", RSTN_MAX_ROUNDS))
     stop_dice = float(inference.get("stop_dice", RSTN_STOP_DICE[-1]))
+    slice_average = bool(inference.get("slice_average", True))
     views = [v for v in VIEWS if v in networks]
 
     def fused_pass(span: RunContext, guide: torch.Tensor | None, stage: str = "full") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -172,7 +175,7 @@ def run_rstn(
             view_guide = guide.permute(*[p - 1 for p in perm[1:]]) if guide is not None else None
             probs, maps = slicewise_inference(
                 volume.permute(*perm), networks[view], span.span(i / len(views), (i + 1) / len(views)),
-                context=context, with_maps=with_maps, guide=view_guide, stage=stage,
+                context=context, with_maps=with_maps, guide=view_guide, stage=stage, slice_average=slice_average,
             )
             probs = probs.permute(*_inverse(perm))
             probs_sum = probs if probs_sum is None else probs_sum + probs
@@ -183,7 +186,7 @@ def run_rstn(
         return probs_sum / len(views), {k: v / len(views) for k, v in maps_sum.items()}
 
     probabilities, maps = fused_pass(ctx.span(0.0, 0.2), None, stage="coarse")
-    out_maps = {"coarse_probability": maps["coarse_probability"]} if with_maps else {}
+    out_maps = {"coarse_probability": (1.0 - probabilities[0])[None]} if with_maps else {}  # Z(0)'s foreground
     mask = probabilities[0] < 0.5
     for round_index in range(1, max_rounds + 1):
         span = ctx.span(0.2 + 0.8 * (round_index - 1) / max_rounds, 0.2 + 0.8 * round_index / max_rounds)

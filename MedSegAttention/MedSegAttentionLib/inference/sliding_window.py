@@ -58,8 +58,10 @@ def _filled(batch: torch.Tensor, ctx: RunContext) -> torch.Tensor:
 
 def _predict(
     net: SegmentationNetwork, batch: torch.Tensor, ctx: RunContext, with_maps: bool, guide: torch.Tensor | None = None,
-    stage: str = "full",
+    stage: str = "full", all_slices: bool = False,
 ) -> Prediction:
+    """Softmax probabilities (B, K, ...) and maps of one batch; with ``all_slices`` (RSTN's test-time
+    stages: a guide or ``stage="coarse"``) the probabilities of every slice it predicts, (B, S, K, H, W)."""
     if guide is None and stage == "full" and ctx.runner is not None and ctx.runner.accepts(net):
         if ctx.runner.needs_preparation(net, with_maps):  # seconds without progress otherwise: say why
             ctx.report(0.0, "OpenVINO: preparing the network (once per model, then cached)")
@@ -69,13 +71,18 @@ def _predict(
     if ctx.use_channels_last(batch.ndim - 2):
         batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
+        slices = {"all_slices": True} if all_slices else {}
         if guide is not None:
-            out = net.refine(batch, guide, return_maps=with_maps)  # type: ignore[operator]
+            out = net.refine(batch, guide, return_maps=with_maps, **slices)  # type: ignore[operator]
         elif stage == "coarse":
-            out = net.coarse_pass(batch, return_maps=with_maps)  # type: ignore[operator]
+            out = net.coarse_pass(batch, return_maps=with_maps, **slices)  # type: ignore[operator]
         else:
             out = net(batch, return_maps=with_maps)
-    probabilities = torch.softmax(out.logits.float(), dim=1)
+    logits = out.logits.float()
+    if all_slices:
+        logits = logits.unflatten(1, (int(net.output_slices), -1))  # type: ignore[attr-defined]
+        return torch.softmax(logits, dim=2), {k: v.float() for k, v in out.maps.items()}
+    probabilities = torch.softmax(logits, dim=1)
     return probabilities, {k: v.float() for k, v in out.maps.items()}
 
 
@@ -150,6 +157,7 @@ def slicewise_inference(
     with_maps: bool = False,
     guide: torch.Tensor | None = None,
     stage: str = "full",
+    slice_average: bool = False,
 ) -> Prediction:
     """Predict a (C, D, H, W) volume with a 2D network, axial slice by slice (axis D).
 
@@ -157,13 +165,19 @@ def slicewise_inference(
     slices). With ``guide`` (D, H, W), a per-slice probability, the network's ``refine(x, guide)``
     step runs instead of its forward pass (RSTN's test-time rounds), given the guide of every slice it
     predicts (``output_slices`` around the centre); ``stage="coarse"`` runs its ``coarse_pass`` (RSTN's
-    round 0). Returns probabilities (K, D, H, W) and maps (C_m, D, H, W) on
-    the compute device.
+    round 0). ``slice_average`` (RSTN test time, Yu et al. 2018): a network that predicts its
+    ``output_slices`` input slices gives each slice the mean probability of the up to
+    ``output_slices`` windows that cover it (windows reaching past the volume count only inside it);
+    maps stay those of the window centred on the slice. Returns probabilities (K, D, H, W) and maps
+    (C_m, D, H, W) on the compute device.
     """
     volume = volume.to(ctx.device, non_blocking=True)
     if guide is not None:
         guide = guide.to(ctx.device, non_blocking=True)
     depth = volume.shape[1]
+    slices = int(getattr(net, "output_slices", 1))
+    average = slice_average and slices > 1 and (guide is not None or stage == "coarse")
+    covered = torch.zeros(depth, device=ctx.device)  # windows that covered each slice (slice_average)
     probs_out: torch.Tensor | None = None
     maps_out: dict[str, torch.Tensor] = {}
     for first in range(0, depth, ctx.batch_size):
@@ -172,20 +186,38 @@ def slicewise_inference(
         batch = slice_stack(volume, indices, context)
         side = None
         if guide is not None:  # the guide of every slice the network predicts (RSTN: the three input slices)
-            slices = int(getattr(net, "output_slices", 1))
             side = slice_stack(guide[None], indices, slices // 2) if slices > 1 else guide[indices][:, None]
-        probabilities, maps = _predict(net, _filled(batch, ctx), ctx, with_maps, None if side is None else _filled(side, ctx), stage)
+        probabilities, maps = _predict(net, _filled(batch, ctx), ctx, with_maps, None if side is None else _filled(side, ctx),
+                                       stage, all_slices=average)
         probabilities, maps = probabilities[: len(indices)], {k: v[: len(indices)] for k, v in maps.items()}
         if probs_out is None:
-            probs_out = torch.zeros((probabilities.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
-        probs_out[:, indices] = probabilities.transpose(0, 1)
+            classes = probabilities.shape[2 if average else 1]
+            probs_out = torch.zeros((classes, depth) + tuple(volume.shape[2:]), device=ctx.device)
+        if average:
+            _add_window_slices(probs_out, covered, probabilities, indices)
+        else:
+            probs_out[:, indices] = probabilities.transpose(0, 1)
         for name, value in maps.items():
             if name not in maps_out:
                 maps_out[name] = torch.zeros((value.shape[1], depth) + tuple(volume.shape[2:]), device=ctx.device)
             maps_out[name][:, indices] = value.transpose(0, 1)
     ctx.report(1.0, "slices done")
     assert probs_out is not None
+    if average:
+        probs_out /= covered.view(1, depth, *([1] * (probs_out.ndim - 2)))
     return probs_out, maps_out
+
+
+def _add_window_slices(total: torch.Tensor, covered: torch.Tensor, probabilities: torch.Tensor, centres: Sequence[int]) -> None:
+    """Add each window's (S, K, H, W) slice probabilities to the slices they predict (centre - S//2 ..
+    centre + S//2, those inside the volume) and count the windows per slice."""
+    half, depth = probabilities.shape[1] // 2, total.shape[1]
+    for item, centre in enumerate(centres):
+        for offset in range(-half, half + 1):
+            z = centre + offset
+            if 0 <= z < depth:
+                total[:, z] += probabilities[item, offset + half]
+                covered[z] += 1
 
 
 def choose_batch_size(

@@ -8,7 +8,7 @@ until the inter-round Dice reaches 0.95 belong to the inference engine, which dr
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -139,8 +139,10 @@ class RSTN(SegmentationNetwork):
       ``in_channels``: three), each with ``num_classes`` softmax channels (background = 0; for two
       classes softmax([0, z]) = sigmoid(z), the paper's per-slice sigmoid); the joint loss covers all
       of them (``aux["slices"]``, ``aux["coarse_slices"]`` in training). ``logits`` is the centre
-      slice, the engine's one-slice contract: at test time each slice takes the prediction of the
-      window centred on it, where the paper averages the up to three windows covering it.
+      slice, the engine's one-slice contract; at test time :meth:`refine` and :meth:`coarse_pass` with
+      ``all_slices=True`` give every predicted slice, so that each slice's probability can be the
+      mean of the up to three windows covering it, as the paper tests
+      (:func:`..inference.sliding_window.slicewise_inference`, ``slice_average``).
     * Saliency input (Eq. 1): the foreground probability 1 - p(background) of every predicted slice
       (paper: the three-slice probability map), mapped to ``saliency_channels`` hidden and
       ``in_channels`` output weights (paper 3 -> 3 -> 3). The crop box is that of the slices' union.
@@ -194,6 +196,7 @@ class RSTN(SegmentationNetwork):
         self.min_divisor_multiple = 2  # the light U-Net's instance norm needs a bottleneck wider than 1
         self.min_crop = 2 * self.fine.divisor
         self._side_input: tuple[str, torch.Tensor] | None = None
+        self._all_slices = False  # set for one test-time call: logits of every predicted slice
 
     # ------------------------------------------------------------------ public API
     def training_inputs(self, x: torch.Tensor, labels: torch.Tensor, from_prediction: bool) -> dict[str, torch.Tensor]:
@@ -227,24 +230,38 @@ class RSTN(SegmentationNetwork):
             return super().forward(x, return_maps)
         return self._with_side_input(x, return_maps, "crop_mask", crop_mask)
 
-    def refine(self, x: torch.Tensor, probability: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
+    def refine(self, x: torch.Tensor, probability: torch.Tensor, return_maps: bool = False,
+               all_slices: bool = False) -> SegmentationOutput:
         """One test-time round (paper, "Training and Testing"): saliency transformation of the previous
         round's (fused) foreground ``probability`` in [0, 1] of every input slice (B, S, H, W) (with one
         output slice also (B, H, W)), crop from its union ``>= threshold`` with ``margin``, fine network,
         uncrop. The coarse network is not run and ``deep_supervision`` is empty; a sample with an
         empty mask gets background logits. Maps: ``coarse_probability`` is the given ``probability``
-        of the centre slice. Wrap in ``torch.no_grad()`` at test."""
-        return self._with_side_input(x, return_maps, "probability", probability)
+        of the centre slice. ``all_slices``: ``logits`` (B, output_slices * K, H, W), slice by slice.
+        Wrap in ``torch.no_grad()`` at test."""
+        return self._one_call(all_slices, lambda: self._with_side_input(x, return_maps, "probability", probability))
 
-    def coarse_pass(self, x: torch.Tensor, return_maps: bool = False) -> SegmentationOutput:
+    def coarse_pass(self, x: torch.Tensor, return_maps: bool = False, all_slices: bool = False) -> SegmentationOutput:
         """The coarse network alone (paper, "Training and Testing": the test image "is first fed into
-        the coarse-scaled segmentation networks"): its logits; map ``coarse_probability``."""
+        the coarse-scaled segmentation networks"): its logits (``all_slices`` as :meth:`refine`); map
+        ``coarse_probability``."""
         self.check_input(x)
-        self._side_input = ("coarse", None)
+
+        def run() -> SegmentationOutput:
+            self._side_input = ("coarse", None)
+            try:
+                return super(RSTN, self).forward(x, return_maps)
+            finally:
+                self._side_input = None
+
+        return self._one_call(all_slices, run)
+
+    def _one_call(self, all_slices: bool, run: Callable[[], SegmentationOutput]) -> SegmentationOutput:
+        self._all_slices = bool(all_slices)
         try:
-            return super().forward(x, return_maps)
+            return run()
         finally:
-            self._side_input = None
+            self._all_slices = False
 
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
         kind, side = self._side_input if self._side_input is not None else ("", None)
@@ -253,7 +270,7 @@ class RSTN(SegmentationNetwork):
             logits = self.coarse(x)
             probability = foreground_probability(logits, self.output_slices)[:, centre : centre + 1]
             maps = {"coarse_probability": probability.clamp(0, 1)} if return_maps else {}
-            return SegmentationOutput(logits=self._centre(logits), deep_supervision=(), maps=maps)
+            return SegmentationOutput(logits=logits if self._all_slices else self._centre(logits), deep_supervision=(), maps=maps)
         coarse_logits: torch.Tensor | None = None
         if kind == "probability":
             probability = side.to(x.dtype)
@@ -263,7 +280,7 @@ class RSTN(SegmentationNetwork):
         crop_source = side if kind == "crop_mask" else probability.amax(1, keepdim=True)
         weights = self.saliency(probability)
         all_logits, region = self._fine_stage(x * weights, crop_source, with_region=return_maps)
-        logits = self._centre(all_logits)
+        logits = all_logits if self._all_slices else self._centre(all_logits)
         probability = probability[:, centre : centre + 1]
         maps: dict[str, torch.Tensor] = {}
         if return_maps and region is not None:
