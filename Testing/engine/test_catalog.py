@@ -22,10 +22,12 @@ def test_catalog_has_the_five_paper_models() -> None:
 def test_card_is_consistent_with_its_networks(model_id: str) -> None:
     card = CARDS[model_id]
     produced: set[str] = set()
+    raw: set[str] = set()  # maps without a fixed range: the card must show them over their own range
     for role, config in card.networks.items():
         cls = network_class(config["name"])
         assert config.get("num_classes", 2) >= 2
         produced |= {f"{role}.{m}" for m in cls.map_names} | set(cls.map_names)
+        raw |= {f"{role}.{m}" for m in cls.raw_maps} | set(cls.raw_maps)
     if card.inference["mode"] in ("sliding_window", "slicewise"):
         assert len(card.labels) == card.networks["main"].get("num_classes", 2) - 1
     produced.add("uncertainty")  # made by test-time mirroring (engine), for any network
@@ -33,6 +35,7 @@ def test_card_is_consistent_with_its_networks(model_id: str) -> None:
     for entry in card.maps:
         assert entry.get("source", entry["name"]) in produced, entry
         assert (entry["kind"] == "uncertainty") == (entry.get("source", entry["name"]) == "uncertainty"), entry
+        assert (entry.get("range") == "data") == (entry.get("source", entry["name"]) in raw), entry
     for label in card.labels:
         assert label["terminology"]["type"]["scheme"] == "SCT"
 

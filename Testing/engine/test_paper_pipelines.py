@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -9,6 +11,7 @@ import torch
 
 from MedSegAttentionLib.inference.cascades import run_raunet_cascade
 from MedSegAttentionLib.inference.engine import segment
+from MedSegAttentionLib.inference.result_folder import write_result
 from MedSegAttentionLib.errors import InputError
 from MedSegAttentionLib.models import SegmentationNetwork, SegmentationOutput, build_network
 from MedSegAttentionLib.inference.runcontext import RunContext
@@ -66,7 +69,8 @@ def test_raunet_cascade_end_to_end_on_a_ct_phantom(tmp_path) -> None:
 def test_rstn_iterates_over_three_views_and_reports_rounds(tmp_path) -> None:
     card = tiny_ct_card(
         "tiny-rstn", {view: TINY_RSTN for view in ("axial", "coronal", "sagittal")}, [dict(LIVER, name="pancreas")],
-        [{"name": "saliency", "title": "saliency", "kind": "saliency"}, {"name": "coarse_probability", "title": "coarse", "kind": "probability"}],
+        [{"name": "saliency", "title": "saliency", "kind": "saliency", "range": "data"},
+         {"name": "coarse_probability", "title": "coarse", "kind": "probability"}],
         mode="rstn_coarse_to_fine", slice_context=1, max_rounds=3, stop_dice=0.95,
     )
     store, model_id, _ = install_random_model(tmp_path / "store", card)
@@ -77,9 +81,13 @@ def test_rstn_iterates_over_three_views_and_reports_rounds(tmp_path) -> None:
     assert 1 <= len(rounds) <= 3
     converged = "inter-round Dice" in rounds[-1] and float(rounds[-1].rsplit(" ", 1)[1]) >= 0.95
     assert converged or any("did not converge" in w for w in result.warnings)
-    for image in result.maps.values():
-        values = sitk.GetArrayViewFromImage(image)
-        assert image.GetSize() == volume.GetSize() and values.min() >= 0 and values.max() <= 1
+    probability = sitk.GetArrayViewFromImage(result.maps["coarse_probability"])
+    assert result.maps["coarse_probability"].GetSize() == volume.GetSize() and probability.min() >= 0 and probability.max() <= 1
+    saliency = sitk.GetArrayViewFromImage(result.maps["saliency"])  # raw weights: the range is the map's own
+    assert result.map_ranges == {"coarse_probability": (0.0, 1.0), "saliency": (float(saliency.min()), float(saliency.max()))}
+    write_result(result, tmp_path / "out", montage=False)
+    written = {m["name"]: m["range"] for m in json.loads((tmp_path / "out" / "result.json").read_text())["maps"]}
+    assert written == {name: list(value_range) for name, value_range in result.map_ranges.items()}
 
 
 def test_anunet_pruning_level_is_chosen_per_run(tmp_path) -> None:

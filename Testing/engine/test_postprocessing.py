@@ -83,3 +83,20 @@ def test_label_mapping_is_the_argmax_of_all_resampled_channels() -> None:
         label = _label_on_input_grid(torch.from_numpy(probabilities), grid, reference, card)
         assert np.array_equal(sitk.GetArrayFromImage(label), expected)
         assert label.GetDirection() == reference.GetDirection() and 0 < (expected > 0).mean() < 1
+
+
+def test_map_values_are_clipped_to_a_fixed_range_and_kept_with_a_data_range() -> None:
+    """A card map with a fixed range (default [0, 1]) is clipped to it; ``range: "data"`` (raw values such
+    as RSTN's saliency weights) keeps its values, and its range is their minimum and maximum."""
+    from MedSegAttentionLib.inference.engine import _map_on_input_grid, fixed_range, map_value_range
+
+    grid = sitk.Image([6, 5, 4], sitk.sitkFloat32)
+    values = np.linspace(-1.5, 2.5, 120, dtype=np.float32).reshape(1, 4, 5, 6)
+    plain_entry, raw_entry = {"name": "attention"}, {"name": "saliency", "range": "data"}
+    plain = _map_on_input_grid(values, grid, grid, fixed_range(plain_entry))
+    raw = _map_on_input_grid(values, grid, grid, fixed_range(raw_entry))
+    assert sitk.GetArrayViewFromImage(plain).min() == 0.0 and sitk.GetArrayViewFromImage(plain).max() == 1.0
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(raw), values[0])
+    assert map_value_range(plain_entry, plain) == (0.0, 1.0)
+    assert map_value_range(raw_entry, raw) == (-1.5, 2.5)
+    assert map_value_range({"name": "g", "range": [-1, 1]}, raw) == (-1.0, 1.0)

@@ -178,6 +178,25 @@ def test_refine_round() -> None:
                                    centre_only.refine(x, probability[:, 1:2]).logits)
 
 
+def test_saliency_map_is_the_raw_weights_and_all_slices_gives_every_slices_logits() -> None:
+    """The ``saliency`` map is Eq. 1's weights as the module multiplies them into the image (not rescaled);
+    ``all_slices`` returns every predicted slice's logits, the centre slice equal to the default output."""
+    net = small().eval()
+    x = torch.randn(2, 3, 32, 48)  # a multiple of the backbone's size rule: no padding around the weights
+    assert not any(net.padding_for(x.shape[2:]))
+    probability = torch.zeros(2, 3, 32, 48)
+    probability[:, :, 10:20, 12:25] = 0.9
+    with torch.no_grad():
+        out = net.refine(x, probability, return_maps=True)
+        every = net.refine(x, probability, all_slices=True)
+        coarse_every = net.coarse_pass(x, all_slices=True)
+        weights = net.saliency(probability)
+    torch.testing.assert_close(out.maps["saliency"], weights)
+    assert every.logits.shape == coarse_every.logits.shape == (2, 6, 32, 48)
+    torch.testing.assert_close(every.logits[:, 2:4], out.logits)
+    torch.testing.assert_close(coarse_every.logits[:, 2:4], net.coarse_pass(x).logits)
+
+
 def test_saliency_sees_the_neighbouring_slices_probability() -> None:
     """Eq. 1 on the three-slice probability map: a neighbour's probability changes the weights, the
     crop box is the slices' union."""

@@ -200,3 +200,30 @@ def test_results_are_found_again_in_a_reloaded_scene_with_their_maps(tmp_path: P
     expected = {node.GetID() for result in (first, second) for node in result.map_nodes.values()}
     assert set(hidden) == expected and volume.GetID() not in hidden
     assert PanelLogic(DictSettings(), slicer.vtkMRMLScene()).latestResult() is None
+
+
+def test_a_raw_map_is_coloured_over_its_own_range_and_the_threshold_is_a_fraction_of_it(tmp_path: Path) -> None:
+    """result.json's ``range`` sets a map's window, legend and threshold (RSTN's raw saliency weights);
+    a map without one keeps 0-1; a malformed range is refused."""
+    from MedSegAttentionLib.scene import import_result, load_volume
+
+    image = slicer_scenarios.write_input(tmp_path / "input.nrrd")
+    folder = slicer_scenarios.write_result_folder(tmp_path / "result", image)
+    meta = json.loads((folder / "result.json").read_text())
+    meta["maps"][1]["range"] = [-1.5, 2.5]
+    (folder / "result.json").write_text(json.dumps(meta))
+    assert [m.value_range for m in read_result(folder).maps] == [(0.0, 1.0), (-1.5, 2.5)]
+    scene = slicer.vtkMRMLScene()
+    imported = import_result(scene, folder, load_volume(scene, tmp_path / "input.nrrd"), map_threshold=0.25)
+    plain = imported.map_nodes["attention_1"].GetScalarVolumeDisplayNode()
+    raw = imported.map_nodes["saliency"].GetScalarVolumeDisplayNode()
+    assert (plain.GetWindowLevelMin(), plain.GetWindowLevelMax(), plain.GetLowerThreshold()) == pytest.approx((0.0, 1.0, 0.25))
+    assert (raw.GetWindowLevelMin(), raw.GetWindowLevelMax(), raw.GetLowerThreshold()) == pytest.approx((-1.5, 2.5, -0.5))
+    heatmaps.set_map_threshold(scene, 0.5)
+    assert (plain.GetLowerThreshold(), raw.GetLowerThreshold()) == pytest.approx((0.5, 0.5))
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(imported.map_nodes["saliency"])
+    assert legend.GetLabelFormat() == "%.3g"
+    meta["maps"][1]["range"] = [2.0, 2.0]
+    (folder / "result.json").write_text(json.dumps(meta))
+    with pytest.raises(ResultFormatError, match="low < high"):
+        read_result(folder)

@@ -159,7 +159,7 @@ def run_rstn(
     the mean of the up to three windows (three-slice inputs) that predict it (``slice_average``, the
     paper's test procedure; ``false`` keeps the window centred on the slice). Views without a network
     in the card are skipped. Maps: ``coarse_probability`` (the foreground probability of Z(0)) and
-    ``saliency`` (last round, mean over views and channels of the per-slice scaled weights).
+    ``saliency`` (last round, mean over views and channels of the raw weights the module applies).
     """
     context = int(inference.get("slice_context", 1))
     max_rounds = int(inference.get("max_rounds", RSTN_MAX_ROUNDS))

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -55,6 +55,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)
     input_path: str | None = None
     image: sitk.Image | None = None  # the input, for writers that show it (overlay.png)
+    map_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # per map: the values' display range
 
 
 def select_maps(card: ModelCard, maps: bool | Sequence[str]) -> list[dict[str, Any]]:
@@ -207,11 +208,12 @@ class Predictor:
         ctx.report(0.9, "mapping results onto the input grid")
         label = _label_on_input_grid(probabilities, grid, image, card)
         out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, image, ctx, asked_by_name=maps is not True)
+        map_ranges = {entry["name"]: map_value_range(entry, out_maps[entry["name"]]) for entry in wanted_maps if entry["name"] in out_maps}
         timings["postprocess"] = time.perf_counter() - t0
         ctx.report(1.0, "done")
         return SegmentationResult(card=card, label=label, maps=out_maps, device=describe_device(ctx.device),
                                   level=self.level, backend=self._backend_used(ctx), warnings=list(ctx.warnings), timings=timings,
-                                  input_path=input_path, image=image)
+                                  input_path=input_path, image=image, map_ranges=map_ranges)
 
     def _backend_used(self, ctx: RunContext) -> str:
         """What ran the networks: PyTorch, or OpenVINO with the networks that stayed on PyTorch named
@@ -236,7 +238,7 @@ class Predictor:
             if source not in raw_maps:
                 raise ModelError(f"model {self.card.id} declares map {entry['name']!r} but the network produced "
                                  f"{sorted(raw_maps)}")
-            out[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image)
+            out[entry["name"]] = _map_on_input_grid(raw_maps[source].cpu().numpy(), grid, image, fixed_range(entry))
         return out
 
 
@@ -353,10 +355,31 @@ def _label_on_input_grid(probabilities: torch.Tensor | np.ndarray, grid: sitk.Im
     return label
 
 
-def _map_on_input_grid(values: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """A (C, z, y, x) map: one channel is written as a scalar volume, several as their maximum."""
+def _map_on_input_grid(values: np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                       clip: tuple[float, float] | None = (0.0, 1.0)) -> sitk.Image:
+    """A (C, z, y, x) map: one channel is written as a scalar volume, several as their maximum; values
+    clipped to ``clip`` (a map whose card fixes its range), kept as they are with ``None``."""
     single = values.max(axis=0) if values.ndim == 4 else values
-    on_input = np.clip(resample_to_reference(single.astype(np.float32), grid, reference), 0.0, 1.0)
+    on_input = resample_to_reference(single.astype(np.float32), grid, reference)
+    if clip is not None:
+        on_input = np.clip(on_input, *clip)
     image = sitk.GetImageFromArray(on_input.astype(np.float32))
     image.CopyInformation(reference)
     return image
+
+
+def fixed_range(entry: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A card map's fixed value range (``range: [lo, hi]``, default [0, 1]); None for ``range: "data"``
+    (raw values, such as RSTN's saliency weights, shown over their own range)."""
+    value = entry.get("range", [0.0, 1.0])
+    return None if value == "data" else (float(value[0]), float(value[1]))
+
+
+def map_value_range(entry: Mapping[str, Any], image: sitk.Image) -> tuple[float, float]:
+    """The range a map's colours span: the card's fixed range, or the map's own minimum and maximum."""
+    fixed = fixed_range(entry)
+    if fixed is not None:
+        return fixed
+    values = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(values.min()), float(values.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)

@@ -84,13 +84,15 @@ def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, 
     for name, map_image in result.maps.items():
         write_image(map_image, staging / "maps" / f"{name}.nrrd")
         entry = by_name[name]
-        map_entries.append({"name": name, "file": f"maps/{name}.nrrd", "title": entry["title"], "kind": entry["kind"]})
+        value_range = result.map_ranges.get(name, (0.0, 1.0))
+        map_entries.append({"name": name, "file": f"maps/{name}.nrrd", "title": entry["title"], "kind": entry["kind"],
+                            "range": [float(v) for v in value_range]})
     if montage and image is not None:
         from .montage import save_montage
 
         first = next(iter(result.maps), None)
         save_montage(image, result.label, result.maps.get(first) if first else None, staging / "overlay.png",
-                     heat_title=by_name[first]["title"] if first else "")
+                     heat_title=by_name[first]["title"] if first else "", heat_range=result.map_ranges.get(first, (0.0, 1.0)))
     result.timings["write"] = time.perf_counter() - t0
     document = {
         "format_version": 1,

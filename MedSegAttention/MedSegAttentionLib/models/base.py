@@ -50,6 +50,9 @@ class SegmentationNetwork(nn.Module):
     name: ClassVar[str] = ""
     spatial_dims: int = 3
     map_names: ClassVar[tuple[str, ...]] = ()
+    #: maps whose values have no fixed range (every other map lies in [0, 1]); a card shows them with
+    #: ``range: "data"``
+    raw_maps: ClassVar[tuple[str, ...]] = ()
     size_divisor: int | tuple[int, ...] = 1
     #: inputs are padded to at least this many multiples of ``size_divisor`` per axis (networks with
     #: instance norm need more than one voxel at the bottleneck)

@@ -146,8 +146,8 @@ class RSTN(SegmentationNetwork):
     * Saliency input (Eq. 1): the foreground probability 1 - p(background) of every predicted slice
       (paper: the three-slice probability map), mapped to ``saliency_channels`` hidden and
       ``in_channels`` output weights (paper 3 -> 3 -> 3). The crop box is that of the slices' union.
-      The ``saliency`` map shows these weights min-max scaled to [0, 1] per sample and channel (the
-      weights themselves are unbounded, as in the paper).
+      The ``saliency`` map is these weights as the module applies them (unbounded, as in the paper;
+      the card shows them over their own range, ``range: "data"``).
     * Gradients flow from the fine loss through the saliency module into the coarse network (joint
       optimisation, paper "Formulation"); the crop box itself is not differentiable.
     * Empty crop mask (paper, "Training and Testing"): the fine stage is not run on that sample and its
@@ -164,6 +164,7 @@ class RSTN(SegmentationNetwork):
     name = "rstn"
     spatial_dims = 2
     map_names = ("saliency", "coarse_probability", "crop_region")
+    raw_maps = ("saliency",)  # Eq. 1's weights as applied
 
     def __init__(
         self,
@@ -284,10 +285,8 @@ class RSTN(SegmentationNetwork):
         probability = probability[:, centre : centre + 1]
         maps: dict[str, torch.Tensor] = {}
         if return_maps and region is not None:
-            low = weights.amin(dim=(2, 3), keepdim=True)
-            high = weights.amax(dim=(2, 3), keepdim=True)
             maps = {
-                "saliency": ((weights - low) / (high - low).clamp_min(1e-6)).clamp(0, 1),
+                "saliency": weights,  # raw: the factors the image is multiplied by (Eq. 1), no fixed range
                 "coarse_probability": probability.clamp(0, 1),
                 "crop_region": region,
             }

@@ -1,4 +1,5 @@
-"""Evidence maps as scalar volumes shown as heat maps: Inferno colours, window 0-1, low values clear.
+"""Evidence maps as scalar volumes shown as heat maps: Inferno colours over the map's value range
+(0-1 for most maps), low values clear.
 
 Each map gets a colour legend (hidden until the map is shown); :func:`show_map_in_slice_views`
 switches the foreground layer and the visible legend map by map.
@@ -16,6 +17,7 @@ OWN_INFERNO_ATTRIBUTE = "MedSegAttention.ColorMap"
 OWN_INFERNO_NAME = "MedSegAttention Inferno"
 MAP_NAME_ATTRIBUTE = "MedSegAttention.MapName"
 MAP_TITLE_ATTRIBUTE = "MedSegAttention.MapTitle"  # the legend text: what the values mean
+MAP_RANGE_ATTRIBUTE = "MedSegAttention.MapRange"  # "low high": the range the colours span (result.json's range)
 RESULT_REFERENCE_ROLE = "MedSegAttention.resultSegmentation"  # map -> the segmentation of its run (saved with the scene)
 LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 DEFAULT_THRESHOLD = 0.05
@@ -63,16 +65,33 @@ def inferno_color_node(scene: "slicer.vtkMRMLScene") -> "slicer.vtkMRMLColorNode
 
 
 def configure_heatmap_display(
-    display: "slicer.vtkMRMLScalarVolumeDisplayNode", color_node_id: str, threshold: float = DEFAULT_THRESHOLD
+    display: "slicer.vtkMRMLScalarVolumeDisplayNode", color_node_id: str, threshold: float = DEFAULT_THRESHOLD,
+    value_range: tuple[float, float] = (0.0, 1.0),
 ) -> None:
-    """Inferno, fixed window 0-1, values below ``threshold`` transparent in the foreground layer."""
+    """Inferno over ``value_range`` (a fixed window), values below ``threshold`` (a fraction of the
+    range) transparent in the foreground layer."""
     display.SetAndObserveColorNodeID(color_node_id)
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetWindowLevelMinMax(*value_range)
     display.AutoThresholdOff()
-    display.SetThreshold(threshold, 1.0e6)
+    display.SetThreshold(threshold_value(value_range, threshold), 1.0e6)
     display.ApplyThresholdOn()
     display.SetInterpolate(1)
+
+
+def threshold_value(value_range: tuple[float, float], fraction: float) -> float:
+    """The map value at ``fraction`` of its range (the module's threshold is a fraction, so one slider
+    serves 0-1 maps and raw ones)."""
+    return value_range[0] + fraction * (value_range[1] - value_range[0])
+
+
+def map_value_range(node: "slicer.vtkMRMLScalarVolumeNode") -> tuple[float, float]:
+    """The range recorded on a map node at import ([0, 1] for a node without one)."""
+    text = node.GetAttribute(MAP_RANGE_ATTRIBUTE)
+    if not text:
+        return 0.0, 1.0
+    low, high = (float(v) for v in text.split())
+    return low, high
 
 
 def import_map(
@@ -90,26 +109,29 @@ def import_map(
     node.SetAttribute(MAP_NAME_ATTRIBUTE, map_info.name)
     node.SetAttribute(MAP_TITLE_ATTRIBUTE, map_info.title)
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
+    node.SetAttribute(MAP_RANGE_ATTRIBUTE, f"{map_info.value_range[0]!r} {map_info.value_range[1]!r}")
     scene.AddNode(node)
     display = slicer.vtkMRMLScalarVolumeDisplayNode()
     scene.AddNode(display)
-    configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold)
+    configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold, map_info.value_range)
     node.SetAndObserveDisplayNodeID(display.GetID())
-    add_color_legend(scene, node, map_info.title)
+    add_color_legend(scene, node, map_info.title, map_info.value_range)
     return node
 
 
 def add_color_legend(
-    scene: "slicer.vtkMRMLScene", map_node: "slicer.vtkMRMLScalarVolumeNode", title: str
+    scene: "slicer.vtkMRMLScene", map_node: "slicer.vtkMRMLScalarVolumeNode", title: str,
+    value_range: tuple[float, float] = (0.0, 1.0),
 ) -> "slicer.vtkMRMLColorLegendDisplayNode":
-    """A colour legend (0-1, Inferno) for the map, hidden until the map is shown."""
+    """A colour legend (Inferno over the map's window) for the map, hidden until the map is shown;
+    labels with one decimal for 0-1 maps, three significant digits for raw ranges."""
     if not scene.IsNodeClassRegistered(LEGEND_CLASS):  # the Colors module registers it inside Slicer
         scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
     legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(map_node)
     if legend is None:
         raise RuntimeError(f"Slicer could not add a colour legend to {map_node.GetName()}")
     legend.SetTitleText(title)
-    legend.SetLabelFormat("%.1f")
+    legend.SetLabelFormat("%.1f" if tuple(value_range) == (0.0, 1.0) else "%.3g")
     legend.SetVisibility(False)
     return legend
 
@@ -172,11 +194,12 @@ def show_map_in_slice_views(
 
 
 def set_map_threshold(scene: "slicer.vtkMRMLScene", threshold: float) -> None:
-    """Hide values below ``threshold`` (transparent in the foreground layer) on every evidence map."""
+    """Hide values below ``threshold``, a fraction of each map's range (transparent in the foreground
+    layer), on every evidence map."""
     for node in map_nodes_in(scene):
         display = node.GetScalarVolumeDisplayNode()
         if display is not None:
-            display.SetThreshold(threshold, 1.0e6)
+            display.SetThreshold(threshold_value(map_value_range(node), threshold), 1.0e6)
 
 
 def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:

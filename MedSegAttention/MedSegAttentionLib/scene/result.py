@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +41,14 @@ class LabelInfo:
 
 @dataclass(frozen=True)
 class MapInfo:
-    """One evidence map: short name, file (absolute), title, kind."""
+    """One evidence map: short name, file (absolute), title, kind, and the range its colours span
+    (``range`` in result.json; [0, 1] when absent, as results written before it had one)."""
 
     name: str
     path: Path
     title: str
     kind: str
+    value_range: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,16 @@ def _color(value: Any, where: str) -> tuple[float, float, float] | None:
     if any(not 0.0 <= c <= 1.0 for c in rgb):
         raise ResultFormatError(f"{where} {list(rgb)} is outside [0, 1]")
     return rgb  # type: ignore[return-value]
+
+
+def _value_range(raw: Any, where: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in raw)
+    except (TypeError, ValueError):
+        raise ResultFormatError(f"{where} must be two numbers [low, high], got {raw!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ResultFormatError(f"{where} must be finite with low < high, got {raw!r}")
+    return lo, hi
 
 
 def _inside(folder: Path, relative: str, where: str) -> Path:
@@ -140,6 +153,7 @@ def read_result(folder: str | os.PathLike[str]) -> ResultDescription:
                 path=_inside(folder, str(entry["file"]), f"maps[{i}].file"),
                 title=str(entry.get("title") or entry["name"]),
                 kind=str(entry.get("kind") or "map"),
+                value_range=_value_range(entry.get("range", [0.0, 1.0]), f"maps[{i}].range"),
             )
         )
     return ResultDescription(
