@@ -33,6 +33,7 @@ from MedSegAttentionLib.slicer_support import child_reports, dependencies
 from MedSegAttentionLib.slicer_support.panel_logic import PanelLogic
 from MedSegAttentionLib.slicer_support.process_runner import HelperPool
 from MedSegAttentionLib.scene import heatmaps
+from MedSegAttentionLib.scene.batch_run import BatchRun
 from MedSegAttentionLib.scene.run import RunState
 from MedSegAttentionGui import installs, texts
 from MedSegAttentionGui.levels_section import LevelsSection
@@ -217,10 +218,15 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             p = self._parameterNode
             self.ui.logTextEdit.clear()
-            self._run = self.logic.startSegmentation(
-                p.inputVolume, p.modelId, p.device, p.pruningLevel if self._usesLevels() else None,
-                p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked, tta=p.testTimeMirroring, computeMaps=p.computeMaps,
-                outputSegmentation=p.outputSegmentation)
+            level, more = p.pruningLevel if self._usesLevels() else None, list(self.ui.batchVolumesSelector.checkedNodes())
+            if more:  # several volumes, same settings, one new segmentation each
+                self._run = self.logic.startBatchSegmentation(
+                    [p.inputVolume, *more], p.modelId, p.device, level, p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked,
+                    tta=p.testTimeMirroring, computeMaps=p.computeMaps)
+            else:
+                self._run = self.logic.startSegmentation(
+                    p.inputVolume, p.modelId, p.device, level, p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked,
+                    tta=p.testTimeMirroring, computeMaps=p.computeMaps, outputSegmentation=p.outputSegmentation)
             self._setRunning(True)
             self._timer.start()
 
@@ -229,8 +235,8 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = True
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.modelComboBox,
-                       self.ui.levelComboBox, self.ui.deviceComboBox):
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.batchVolumesSelector,
+                       self.ui.modelComboBox, self.ui.levelComboBox, self.ui.deviceComboBox):
             widget.enabled = not running
         if not running:
             self.ui.levelComboBox.enabled = self._usesLevels()
@@ -258,11 +264,13 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._results.restore()  # hides the new maps from the input selector
             hint = _(" Pick an evidence map under Results to overlay it.") if run.imported.map_nodes else ""
             self.ui.statusLabel.text = _("Done.") + hint + ("\n" + "\n".join(warnings) if warnings else "")
-        elif run.state is RunState.CANCELLED:
-            self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
+        elif run.state is RunState.CANCELLED:  # a batch says how many volumes finished before
+            self.ui.statusLabel.text = run.message if isinstance(run, BatchRun) else _("Cancelled; the scene is unchanged.")
         else:
+            if isinstance(run, BatchRun) and run.imported:  # the volumes that were segmented stay and are shown
+                self._results.show(run.imported)
             self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(run.message, detailedText="\n".join(run.runner.log) if run.runner else "")
+            slicer.util.errorDisplay(run.message, detailedText="\n".join([*run.warnings, *(run.runner.log if run.runner else [])]))
 
     # ------------------------------------------------------------------ helpers (device query, levels, models)
     def _startHelper(self, runner, onFinished, onUpdate=None) -> None:

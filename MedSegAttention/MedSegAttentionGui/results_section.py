@@ -32,8 +32,9 @@ class ResultsSection:
         self.ui.mapComboBox.currentIndex = 0
 
     def restore(self) -> None:
-        """No heat map in the input selector; the newest result of the scene when none (or a removed one) is shown."""
-        self.ui.inputVolumeSelector.sortFilterProxyModel().hiddenNodeIDs = self.logic.evidenceMapNodeIDs()
+        """No heat map in the input selectors; the newest result of the scene when none (or a removed one) is shown."""
+        for selector in (self.ui.inputVolumeSelector, self.ui.batchVolumesSelector):
+            selector.sortFilterProxyModel().hiddenNodeIDs = self.logic.evidenceMapNodeIDs()
         if self.result is None or self.result.segmentation_node.GetScene() is None:
             self.result = None
             latest = self.logic.latestResult()

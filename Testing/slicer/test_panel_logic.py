@@ -15,6 +15,7 @@ from model_cards import install_random_model, tiny_card  # noqa: E402
 from volumes import phantom_volume  # noqa: E402
 
 from MedSegAttentionLib.scene import load_volume  # noqa: E402
+from MedSegAttentionLib.scene.run import RunState  # noqa: E402
 from MedSegAttentionLib.slicer_support.child_reports import parse_model_list  # noqa: E402
 from MedSegAttentionLib.slicer_support.level_chooser import LevelChooser, level_key  # noqa: E402
 from MedSegAttentionLib.slicer_support.panel_logic import DictSettings, PanelLogic  # noqa: E402
@@ -78,6 +79,13 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert logic.inputVolumeOf(again) is node  # what the Segment Editor gets as its source volume
     with pytest.raises(ValueError, match="Select a model"):
         logic.startSegmentation(node, "")
+    # several volumes with the same settings, each into its own segmentation (a volume given twice runs once)
+    second = load_volume(scene, path, name="MR second series")
+    batch = logic.startBatchSegmentation([node, second, node], model_id, device="cpu", tta=False, computeMaps=False)
+    assert batch.wait(timeout_s=300) is RunState.SUCCEEDED, batch.message
+    assert [logic.inputVolumeOf(result) for result in batch.results] == [node, second]
+    with pytest.raises(ValueError, match="Select an input volume"):
+        logic.startBatchSegmentation([], model_id)
     assert json.loads(json.dumps(logic.settings.values))  # settings stay plain JSON-able values
 
 

@@ -18,6 +18,7 @@ from ..choices import DEVICE_CHOICES
 from ..modelstore.paths import default_store_root
 from ..scene import heatmaps
 from ..scene.importer import results_in_scene
+from ..scene.batch_run import BatchRun
 from ..scene.run import RunOptions, RunState, SegmentationRun
 from .map_memory import describe_map_memory
 from .process_runner import (
@@ -122,14 +123,32 @@ class PanelLogic:
         ``outputSegmentation``: a segmentation node whose segments the result replaces (None: a new node)."""
         if not inputVolume:
             raise ValueError("Select an input volume.")
-        if not modelId:
-            raise ValueError("Select a model.")
-        options = RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D, maps="all" if computeMaps else "none",
-                             model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta,
-                             output_segmentation_id=outputSegmentation.GetID() if outputSegmentation else None)
+        options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps,
+                                   outputSegmentation.GetID() if outputSegmentation else None)
         run = SegmentationRun(self.scene, inputVolume, options, work_root=self.temporary_path)
         run.start()
         return run
+
+    def startBatchSegmentation(self, inputVolumes: list[Any], modelId: str, device: str = "auto", level: str | None = None,
+                               show3D: bool = False, keepFiles: bool = False, tta: bool | None = None,
+                               computeMaps: bool = True) -> BatchRun:
+        """Segment several volumes one after another with the same settings (each into a new segmentation);
+        returns at once, poll it like one run. A volume that fails is reported and the others go on."""
+        volumes = list(dict.fromkeys(v for v in inputVolumes if v))  # each volume once, in the order given
+        if not volumes:
+            raise ValueError("Select an input volume.")
+        options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps, None)
+        batch = BatchRun(volumes, lambda volume: SegmentationRun(self.scene, volume, options, work_root=self.temporary_path))
+        batch.start()
+        return batch
+
+    def _runOptions(self, modelId: str, device: str, level: str | None, show3D: bool, keepFiles: bool, tta: bool | None,
+                    computeMaps: bool, outputSegmentationId: str | None) -> RunOptions:
+        if not modelId:
+            raise ValueError("Select a model.")
+        return RunOptions(model_id=modelId, device=device, level=level, show_3d=show3D, maps="all" if computeMaps else "none",
+                          model_dir=self._modelDirArgument(), keep_files=keepFiles, tta=tta,
+                          output_segmentation_id=outputSegmentationId)
 
     @staticmethod
     def applyButtonState(hasInput: bool, model: dict[str, Any] | None, requirementsMet: bool) -> tuple[bool, str, bool]:

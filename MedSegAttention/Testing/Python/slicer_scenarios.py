@@ -16,14 +16,13 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from slicer_run_scenarios import RUN_SCENARIOS
 from slicer_fixtures import (  # noqa: F401 - re-exported for the tests
     LABELS, MAPS, SIZE, _assert_close, _setup_input, expected_ijk_to_ras, label_array, map_array, scene_node_ids,
     write_input, write_result_folder,
 )
 
-from MedSegAttentionLib.slicer_support.process_runner import python_executable
 from MedSegAttentionLib.scene import heatmaps, hierarchy, import_result, ijk_to_ras_array, write_volume
-from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
 from MedSegAttentionLib.scene.heatmaps import DEFAULT_THRESHOLD
 from MedSegAttentionLib.scene.segmentation import show_in_3d, terminology_entry_string
 from MedSegAttentionLib.scene.result import read_result
@@ -300,70 +299,6 @@ def scenario_failed_overwrite_leaves_the_segmentation_unchanged(scene: "slicer.v
         raise AssertionError("a failed overwrite changed the segmentation")
 
 
-FAKE_CLI = """
-import shutil, sys, time
-from MedSegAttentionLib.protocol import emit
-input_path, output_dir, prepared, mode = sys.argv[1:5]
-import SimpleITK as sitk
-size = list(sitk.ReadImage(input_path).GetSize())
-emit("progress", fraction=0.2, message="read input of size %s" % size)
-if mode == "hang":
-    time.sleep(120)
-target = output_dir + "/input"
-shutil.copytree(prepared, target)
-emit("progress", fraction=1.0, message="written")
-emit("result", output_dir=target, result=target + "/result.json")
-"""
-
-
-def _fake_cli(prepared: Path, mode: str) -> Callable[[Path, Path], list]:
-    """A stand-in *command* (a real child process) that answers like ``medseg segment``."""
-    return lambda input_path, output_dir: [python_executable(), "-c", FAKE_CLI, str(input_path), str(output_dir),
-                                           str(prepared), mode]
-
-
-def scenario_run_imports_result(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
-    """A whole run: input written for the child, progress, result imported, scratch folder removed."""
-    volume, image, _ = _setup_input(scene, workdir)
-    prepared = write_result_folder(workdir / "prepared", image)
-    run = SegmentationRun(scene, volume, RunOptions("raunet-liver-ct"), work_root=workdir,
-                          command_factory=_fake_cli(prepared, "ok"))
-    run.start()
-    if run.wait(timeout_s=60) is not RunState.SUCCEEDED:
-        raise AssertionError(f"run ended {run.state}: {run.message}\n{run.runner and list(run.runner.log)}")
-    if run.imported is None or run.imported.segmentation_node.GetSegmentation().GetNumberOfSegments() != len(LABELS):
-        raise AssertionError("the run did not import the segmentation")
-    if run.fraction != 1.0 or "test warning" not in run.warnings:
-        raise AssertionError(f"progress {run.fraction} / warnings {run.warnings} lost")
-    if run.workdir is None or run.workdir.exists():
-        raise AssertionError("the scratch folder was not removed")
-
-
-def scenario_cancelled_run_leaves_scene_unchanged(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
-    """Cancel while the child works: no node added, scratch folder removed, state cancelled."""
-    volume, image, _ = _setup_input(scene, workdir)
-    prepared = write_result_folder(workdir / "prepared", image)
-    before = scene_node_ids(scene)
-    run = SegmentationRun(scene, volume, RunOptions("raunet-liver-ct"), work_root=workdir,
-                          command_factory=_fake_cli(prepared, "hang"), kill_grace_s=1.0)
-    run.start()
-    import time
-
-    deadline = time.monotonic() + 60
-    while run.fraction < 0.2 and time.monotonic() < deadline and not run.done:
-        run.poll()
-        time.sleep(0.05)
-    if run.fraction < 0.2:
-        raise AssertionError(f"the child never reported progress: {run.message}")
-    run.cancel()
-    if run.wait(timeout_s=30) is not RunState.CANCELLED:
-        raise AssertionError(f"run ended {run.state}: {run.message}")
-    if scene_node_ids(scene) != before:
-        raise AssertionError("a cancelled run changed the scene")
-    if run.workdir is None or run.workdir.exists():
-        raise AssertionError("the scratch folder was not removed after cancel")
-
-
 SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
     "geometry_of_loaded_volume": scenario_geometry_of_loaded_volume,
     "write_input_for_cli": scenario_write_input_for_cli,
@@ -374,8 +309,7 @@ SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
     "removed_result_leaves_scene_unchanged": scenario_removed_result_leaves_scene_unchanged,
     "overwrite_segmentation": scenario_overwrite_segmentation,
     "failed_overwrite_leaves_the_segmentation_unchanged": scenario_failed_overwrite_leaves_the_segmentation_unchanged,
-    "run_imports_result": scenario_run_imports_result,
-    "cancelled_run_leaves_scene_unchanged": scenario_cancelled_run_leaves_scene_unchanged,
+    **RUN_SCENARIOS,
 }
 
 
