@@ -17,7 +17,7 @@ import slicer
 
 from ..slicer_support.process_runner import ProcessRunner, RunnerEvent
 from .importer import ImportedResult
-from .run import RunState, SegmentationRun
+from .run import RunState, SegmentationRun, wait_until_done
 
 RunFactory = Callable[["slicer.vtkMRMLScalarVolumeNode"], SegmentationRun]
 
@@ -115,16 +115,7 @@ class BatchRun:
 
     def wait(self, timeout_s: float | None = None) -> RunState:
         """Block until every volume is done (scripts, tests)."""
-        import time
-
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.done:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                deadline = None
-            time.sleep(0.05)
-        return self.state
+        return wait_until_done(self, timeout_s)
 
     # ------------------------------------------------------------------ internals
     def _start_next(self) -> None:

@@ -15,13 +15,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import slicer
 
 from ..slicer_support.process_runner import ExitStatus, ProcessRunner, RunnerEvent, build_segment_command
 from .importer import ImportedResult, import_result
 from .volumes import write_volume
+
+if TYPE_CHECKING:
+    from .batch_run import BatchRun
 
 CommandFactory = Callable[[Path, Path], list]
 
@@ -152,16 +155,7 @@ class SegmentationRun:
 
     def wait(self, timeout_s: float | None = None) -> RunState:
         """Block until done (scripts, tests, the self-test)."""
-        import time
-
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.done:
-            self.poll()
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                deadline = None
-            time.sleep(0.05)
-        return self.state
+        return wait_until_done(self, timeout_s)
 
     @property
     def warnings(self) -> list[str]:
@@ -173,3 +167,17 @@ class SegmentationRun:
         """Remove the scratch folder (kept when ``options.keep_files``)."""
         if self.workdir is not None and not self.options.keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def wait_until_done(run: "SegmentationRun | BatchRun", timeout_s: float | None = None) -> RunState:
+    """Poll ``run`` until it is done; past ``timeout_s`` cancel it (once) and keep polling until it stops."""
+    import time
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not run.done:
+        run.poll()
+        if deadline is not None and time.monotonic() > deadline:
+            run.cancel()
+            deadline = None
+        time.sleep(0.05)
+    return run.state
