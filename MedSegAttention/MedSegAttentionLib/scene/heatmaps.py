@@ -85,7 +85,7 @@ def threshold_value(value_range: tuple[float, float], fraction: float) -> float:
     return value_range[0] + fraction * (value_range[1] - value_range[0])
 
 
-def map_value_range(node: "slicer.vtkMRMLScalarVolumeNode") -> tuple[float, float]:
+def recorded_value_range(node: "slicer.vtkMRMLScalarVolumeNode") -> tuple[float, float]:
     """The range recorded on a map node at import ([0, 1] for a node without one)."""
     text = node.GetAttribute(MAP_RANGE_ATTRIBUTE)
     if not text:
@@ -199,7 +199,7 @@ def set_map_threshold(scene: "slicer.vtkMRMLScene", threshold: float) -> None:
     for node in map_nodes_in(scene):
         display = node.GetScalarVolumeDisplayNode()
         if display is not None:
-            display.SetThreshold(threshold_value(map_value_range(node), threshold), 1.0e6)
+            display.SetThreshold(threshold_value(recorded_value_range(node), threshold), 1.0e6)
 
 
 def set_map_opacity(scene: "slicer.vtkMRMLScene", opacity: float) -> None:
