@@ -258,19 +258,18 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onRunDone(self, run) -> None:
         warnings = run.warnings
-        if run.state is RunState.SUCCEEDED:
+        if run.imported is not None:  # a finished run, or the volumes of a batch segmented before a failure or cancel
             self._results.show(run.imported)
             self.logic.setMapThreshold(self._parameterNode.mapThreshold)
-            self._results.restore()  # hides the new maps from the input selector
+            self._results.restore()  # hides the new maps from the input selectors
+        if run.state is RunState.SUCCEEDED:
             hint = _(" Pick an evidence map under Results to overlay it.") if run.imported.map_nodes else ""
             self.ui.statusLabel.text = _("Done.") + hint + ("\n" + "\n".join(warnings) if warnings else "")
         elif run.state is RunState.CANCELLED:  # a batch says how many volumes finished before
             self.ui.statusLabel.text = run.message if isinstance(run, BatchRun) else _("Cancelled; the scene is unchanged.")
         else:
-            if isinstance(run, BatchRun) and run.imported:  # the volumes that were segmented stay and are shown
-                self._results.show(run.imported)
             self.ui.statusLabel.text = _("Failed.")
-            slicer.util.errorDisplay(run.message, detailedText="\n".join([*run.warnings, *(run.runner.log if run.runner else [])]))
+            slicer.util.errorDisplay(run.message, detailedText="\n".join([*warnings, *(run.runner.log if run.runner else [])]))
 
     # ------------------------------------------------------------------ helpers (device query, levels, models)
     def _startHelper(self, runner, onFinished, onUpdate=None) -> None:

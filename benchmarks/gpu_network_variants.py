@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from gpu_vs_monai import networks_for
+from gpu_vs_monai import networks_for, timed
 from MedSegAttentionLib.inference.runcontext import RunContext, channels_last_format
 from MedSegAttentionLib.inference.sizes import size_yx, stage_patch_zyx
 from MedSegAttentionLib.inference.sliding_window import choose_batch_size
@@ -43,11 +43,6 @@ VARIANTS = {  # name: (autocast dtype or None, channels-last, torch.compile mode
     "bf16-cl-compile": (torch.bfloat16, True, "default"),
     "bf16-cl-graphs": (torch.bfloat16, True, "reduce-overhead"),
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def window_batch(card, net: torch.nn.Module, device: torch.device) -> torch.Tensor:  # noqa: ANN001
@@ -91,30 +86,19 @@ def runner(net: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype | None,
     return run
 
 
-def measure(card, net: torch.nn.Module, batch: torch.Tensor, variant: str, iters: int) -> dict:  # noqa: ANN001
+def measure(net: torch.nn.Module, batch: torch.Tensor, variant: str, iters: int) -> dict:
     dtype, channels_last, compile_mode = VARIANTS[variant]
     device = batch.device
     run = runner(net, batch, dtype, channels_last, compile_mode)
-    sync(device)
-    start = time.perf_counter()
-    run()  # the first call: cuDNN's kernel search, or the compilation
-    sync(device)
-    first = time.perf_counter() - start
+    first = timed(run, device)[1]  # the first call: cuDNN's kernel search, or the compilation
     for _ in range(2):
         run()
+    runs = [timed(run, device) for _ in range(iters)]
+    seconds = statistics.median(s for _, s, _ in runs)
+    row = {"variant": variant, "first_call_s": round(first, 2), "ms_per_batch": round(1e3 * seconds, 2),
+           "windows_per_s": round(batch.shape[0] / seconds, 1)}
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(iters):
-        sync(device)
-        start = time.perf_counter()
-        run()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    row = {"variant": variant, "first_call_s": round(first, 2), "ms_per_batch": round(1e3 * statistics.median(times), 2),
-           "windows_per_s": round(batch.shape[0] / statistics.median(times), 1)}
-    if device.type == "cuda":
-        row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        row["peak_gib"] = round(max(p for _, _, p in runs) / 2**30, 2)
     return row
 
 
@@ -143,7 +127,7 @@ def main() -> None:
         for variant in args.variants:
             base = {"model": model_id, "role": role, "batch": list(batch.shape), "gflop_per_batch": round(flops / 1e9, 1)}
             try:
-                row = measure(card, net, batch, variant, args.iters)
+                row = measure(net, batch, variant, args.iters)
                 row["effective_tflops"] = round(flops / 1e12 / (row["ms_per_batch"] / 1e3), 1)
             except Exception as error:  # noqa: BLE001 - one setting failing (a compile error) must not lose the others
                 row = {"variant": variant, "error": f"{type(error).__name__}: {str(error)[:300]}"}
