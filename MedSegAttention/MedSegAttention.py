@@ -193,6 +193,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         enabled, tip, _installs = self._applyState()
         self.ui.applyButton.enabled, self.ui.applyButton.toolTip = enabled, _(tip)
+        self.ui.allFramesCheckBox.enabled = self.logic.sequenceFrameCount(self._parameterNode and self._parameterNode.inputVolume) > 1
 
     def _applyState(self):
         hasInput = bool(self._parameterNode and self._parameterNode.inputVolume)
@@ -219,7 +220,11 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             self.ui.logTextEdit.clear()
             level, more = p.pruningLevel if self._usesLevels() else None, list(self.ui.batchVolumesSelector.checkedNodes())
-            if more:  # several volumes, same settings, one new segmentation each
+            if self.ui.allFramesCheckBox.enabled and self.ui.allFramesCheckBox.checked:  # results play along with the input
+                self._run = self.logic.startSequenceSegmentation(
+                    p.inputVolume, p.modelId, p.device, level, p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked,
+                    tta=p.testTimeMirroring, computeMaps=p.computeMaps)
+            elif more:  # several volumes, same settings, one new segmentation each
                 self._run = self.logic.startBatchSegmentation(
                     [p.inputVolume, *more], p.modelId, p.device, level, p.show3D, keepFiles=self.ui.keepFilesCheckBox.checked,
                     tta=p.testTimeMirroring, computeMaps=p.computeMaps)
@@ -236,7 +241,7 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.batchVolumesSelector,
-                       self.ui.modelComboBox, self.ui.levelComboBox, self.ui.deviceComboBox):
+                       self.ui.allFramesCheckBox, self.ui.modelComboBox, self.ui.levelComboBox, self.ui.deviceComboBox):
             widget.enabled = not running
         if not running:
             self.ui.levelComboBox.enabled = self._usesLevels()

@@ -159,3 +159,56 @@ def test_level_chooser_measures_once_caches_and_shows_errors() -> None:
     assert shown.error.startswith("Could not measure the levels") and failing.cachedLevelTable("k3") is None
     assert chooser.key is None  # so the next update measures the new choice
     assert chooser.update("k4", "anunet-left-atrium-mr", "cuda", busy=False, can_measure=True).runner is not None
+
+
+def _foreground_voxels(segmentation_node) -> int:  # noqa: ANN001 - vtkMRMLSegmentationNode
+    """Voxels of all segments together (each segment's binary label map)."""
+    from vtk.util import numpy_support
+
+    segmentation, total = segmentation_node.GetSegmentation(), 0
+    for index in range(segmentation.GetNumberOfSegments()):
+        oriented = slicer.vtkOrientedImageData()
+        slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+            segmentation_node, segmentation.GetNthSegmentID(index), oriented, False)
+        if oriented.GetPointData().GetScalars() is not None:
+            total += int((numpy_support.vtk_to_numpy(oriented.GetPointData().GetScalars()) > 0).sum())
+    return total
+
+
+@pytest.mark.slow
+def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
+    """Each frame gets the result a run on that frame alone gives, and the result follows the browser."""
+    store, model_id, _ = install_random_model(tmp_path / "store", tiny_card("tiny-sequence-mr"))
+    scene = slicer.vtkMRMLScene()
+    logic = PanelLogic(DictSettings({"MedSegAttention/ModelFolder": str(store.root)}), scene, tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    logic.sequencesLogic = slicer.vtkSlicerSequencesLogic()
+    logic.sequencesLogic.SetMRMLScene(scene)
+    frames = []
+    for seed in (0, 1):
+        path = tmp_path / f"frame{seed}.nrrd"
+        sitk.WriteImage(phantom_volume(size_zyx=(8, 24, 20), seed=seed)[0], str(path))
+        frames.append(load_volume(scene, path, name=f"frame {seed}"))
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine")
+    for seed, frame in enumerate(frames):
+        sequence.SetDataNodeAtValue(frame, str(seed))
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    logic.sequencesLogic.UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(sequence)
+    assert logic.sequenceFrameCount(proxy) == 2 and logic.sequenceFrameCount(frames[0]) == 0
+    alone = [_foreground_voxels(logic.process(frame, model_id, device="cpu", tta=False, computeMaps=False).segmentation_node)
+             for frame in frames]
+    assert alone[0] != alone[1]  # the frames differ, so a proxy showing the wrong frame would be seen
+    run = logic.startSequenceSegmentation(proxy, model_id, device="cpu", tta=False)
+    assert run.wait(timeout_s=300) is RunState.SUCCEEDED, run.message
+    assert run.message == "Done: 2 frame(s) segmented."
+    result = run.imported
+    assert sorted(result.map_nodes) == ["attention_1", "attention_2", "attention_3"]
+    assert logic.inputVolumeOf(result) is proxy
+    for item in (1, 0):
+        browser.SetSelectedItemNumber(item)
+        logic.sequencesLogic.UpdateProxyNodesFromSequences(browser)
+        assert _foreground_voxels(result.segmentation_node) == alone[item]
+    with pytest.raises(ValueError, match="not a frame of a sequence"):
+        logic.startSequenceSegmentation(frames[0], model_id)

@@ -25,11 +25,13 @@ RunFactory = Callable[["slicer.vtkMRMLScalarVolumeNode"], SegmentationRun]
 class BatchRun:
     """Drives one :class:`SegmentationRun` per input volume, in order."""
 
-    def __init__(self, volumes: Sequence["slicer.vtkMRMLScalarVolumeNode"], run_factory: RunFactory) -> None:
+    def __init__(self, volumes: Sequence["slicer.vtkMRMLScalarVolumeNode"], run_factory: RunFactory,
+                 noun: str = "volume") -> None:
         if not volumes:
-            raise ValueError("select at least one input volume")
+            raise ValueError(f"select at least one input {noun}")
         self.volumes = list(volumes)
         self.run_factory = run_factory
+        self.noun = noun  # what the messages call one input: "volume", or "frame" of a sequence
         self.runs: list[SegmentationRun] = []
         self.state = RunState.IDLE
         self.message = ""
@@ -129,17 +131,17 @@ class BatchRun:
         self.message = f"{len(self.runs)}/{len(self.volumes)} {volume.GetName()}: {run.message}"
 
     def _finish(self, cancelled: bool) -> None:
-        succeeded = len(self.results)
+        succeeded = sum(run.state is RunState.SUCCEEDED for run in self.runs)
         failed = [run.input_volume.GetName() for run in self.runs if run.state is RunState.FAILED]
-        total = len(self.volumes)
+        total, noun = len(self.volumes), self.noun
         if cancelled:
             self.state = RunState.CANCELLED
-            self.message = (f"Cancelled: {succeeded} of {total} volume(s) were segmented before it "
-                            "(their results stay); the volume that was running left the scene unchanged.")
+            self.message = (f"Cancelled: {succeeded} of {total} {noun}(s) were segmented before it "
+                            f"(their results stay); the {noun} that was running left the scene unchanged.")
         elif failed:
             self.state = RunState.FAILED
-            self.message = (f"{len(failed)} of {total} volume(s) failed ({', '.join(failed)}); "
+            self.message = (f"{len(failed)} of {total} {noun}(s) failed ({', '.join(failed)}); "
                             f"the other {succeeded} were segmented.")
         else:
             self.state = RunState.SUCCEEDED
-            self.message = f"Done: {total} volume(s) segmented."
+            self.message = f"Done: {total} {noun}(s) segmented."

@@ -111,12 +111,24 @@ def import_map(
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
     node.SetAttribute(MAP_RANGE_ATTRIBUTE, f"{map_info.value_range[0]!r} {map_info.value_range[1]!r}")
     scene.AddNode(node)
-    display = slicer.vtkMRMLScalarVolumeDisplayNode()
-    scene.AddNode(display)
-    configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold, map_info.value_range)
-    node.SetAndObserveDisplayNodeID(display.GetID())
-    add_color_legend(scene, node, map_info.title, map_info.value_range)
+    show_as_heatmap(scene, node, map_info.title, map_info.value_range, threshold)
     return node
+
+
+def show_as_heatmap(
+    scene: "slicer.vtkMRMLScene", node: "slicer.vtkMRMLScalarVolumeNode", title: str,
+    value_range: tuple[float, float] = (0.0, 1.0), threshold: float = DEFAULT_THRESHOLD,
+) -> None:
+    """Give a map volume in the scene its heat-map display (its own display node reconfigured, or a
+    new one) and its hidden colour legend."""
+    display = node.GetScalarVolumeDisplayNode()
+    if display is None:
+        display = slicer.vtkMRMLScalarVolumeDisplayNode()
+        scene.AddNode(display)
+        node.SetAndObserveDisplayNodeID(display.GetID())
+    configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold, value_range)
+    if slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node) is None:
+        add_color_legend(scene, node, title, value_range)
 
 
 def add_color_legend(

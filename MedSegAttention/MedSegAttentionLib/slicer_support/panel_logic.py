@@ -20,6 +20,7 @@ from ..scene import heatmaps
 from ..scene.importer import results_in_scene
 from ..scene.batch_run import BatchRun
 from ..scene.run import RunOptions, RunState, SegmentationRun
+from ..scene.sequence_run import SequenceRun, frame_count
 from .map_memory import describe_map_memory
 from .process_runner import (
     ProcessRunner,
@@ -60,6 +61,7 @@ class PanelLogic:
 
     def __init__(self, settings: Settings, scene: Any, temporary_path: str | os.PathLike[str] | None = None) -> None:
         self.settings, self.scene, self.temporary_path = settings, scene, temporary_path
+        self.sequencesLogic: Any = None  # Slicer's Sequences logic; None inside Slicer (slicer.modules has it)
 
     # ------------------------------------------------------------------ preferences
     def modelFolderSetting(self) -> str:
@@ -141,6 +143,25 @@ class PanelLogic:
         batch = BatchRun(volumes, lambda volume: SegmentationRun(self.scene, volume, options, work_root=self.temporary_path))
         batch.start()
         return batch
+
+    def startSequenceSegmentation(self, inputVolume: Any, modelId: str, device: str = "auto", level: str | None = None,
+                                  show3D: bool = False, keepFiles: bool = False, tta: bool | None = None,
+                                  computeMaps: bool = True) -> SequenceRun:
+        """Segment every frame of the sequence ``inputVolume`` is the proxy of; the results become sequences
+        that play along with it (``scene.sequence_run``). Returns at once; poll it like one run."""
+        if not inputVolume:
+            raise ValueError("Select an input volume.")
+        options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps, None)
+        sequences = SequenceRun(self.scene, inputVolume,
+                                lambda frame: SegmentationRun(self.scene, frame, options, work_root=self.temporary_path),
+                                update_proxies=self.sequencesLogic.UpdateProxyNodesFromSequences if self.sequencesLogic else None)
+        sequences.start()
+        return sequences
+
+    def sequenceFrameCount(self, inputVolume: Any) -> int:
+        """Frames of the sequence the input volume shows (0 for a volume outside any sequence): the panel
+        offers "every frame" only for more than one."""
+        return frame_count(self.scene, inputVolume)
 
     def _runOptions(self, modelId: str, device: str, level: str | None, show3D: bool, keepFiles: bool, tta: bool | None,
                     computeMaps: bool, outputSegmentationId: str | None) -> RunOptions:

@@ -9,10 +9,11 @@ from typing import Callable
 import SimpleITK as sitk
 import slicer
 
-from slicer_fixtures import LABELS, _setup_input, scene_node_ids, write_result_folder
+from slicer_fixtures import LABELS, MAPS, _setup_input, scene_node_ids, write_result_folder
 
-from MedSegAttentionLib.scene import load_volume
+from MedSegAttentionLib.scene import heatmaps, load_volume, results_in_scene
 from MedSegAttentionLib.scene.batch_run import BatchRun
+from MedSegAttentionLib.scene.sequence_run import FRAME_NOT_RUN_ATTRIBUTE, SequenceRun, frame_count
 from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
 from MedSegAttentionLib.slicer_support.process_runner import python_executable
 
@@ -128,9 +129,95 @@ def scenario_cancelled_batch_starts_no_further_volume(scene: "slicer.vtkMRMLScen
         raise AssertionError("a cancelled batch changed the scene")
 
 
+def _sequences_logic(scene: "slicer.vtkMRMLScene"):  # noqa: ANN202 - vtkSlicerSequencesLogic
+    """Slicer's Sequences logic inside Slicer; outside, one bound to ``scene`` (slicer-core)."""
+    modules = getattr(slicer, "modules", None)
+    if modules is not None and hasattr(modules, "sequences"):
+        return modules.sequences.logic()
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(scene)
+    return logic
+
+
+def _sequence_with_frames(scene: "slicer.vtkMRMLScene", volume: "slicer.vtkMRMLScalarVolumeNode", values: list[str],
+                          empty: str) -> tuple["slicer.vtkMRMLSequenceBrowserNode", "slicer.vtkMRMLScalarVolumeNode"]:
+    """A time sequence of copies of ``volume`` (the frame at index value ``empty`` without image data),
+    a browser for it and its proxy volume, as Slicer makes them when a 4D series is loaded."""
+    logic = _sequences_logic(scene)  # registers the sequence node classes with the scene
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "CT cine")
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("s")
+    for value in values:
+        frame = slicer.vtkMRMLScalarVolumeNode()
+        if value != empty:
+            frame.Copy(volume)
+        sequence.SetDataNodeAtValue(frame, value)
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "CT cine browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    logic.UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(sequence)
+    proxy.SetName("CT cine")
+    return browser, proxy
+
+
+def scenario_every_frame_of_a_sequence(scene: "slicer.vtkMRMLScene", workdir: Path) -> None:
+    """A sequence's frames segmented one after another: the results are sequences synchronised with the
+    input's browser (the proxies follow the frame and carry the maps like one run's result), a frame that
+    cannot run is reported by its index value, and no temporary node is left."""
+    volume, _, _ = _setup_input(scene, workdir)
+    browser, proxy = _sequence_with_frames(scene, volume, ["0", "0.5", "1"], empty="0.5")
+    if frame_count(scene, proxy) != 3 or frame_count(scene, volume) != 0:
+        raise AssertionError("the frames of the sequence are not counted")
+    prepared = write_result_folder(workdir / "prepared-seq", sitk.ReadImage(str(workdir / "input.nrrd")))
+    logic = _sequences_logic(scene)
+    run = SequenceRun(scene, proxy, lambda node: SegmentationRun(scene, node, RunOptions("raunet-liver-ct"), work_root=workdir,
+                                                                 command_factory=_fake_cli(prepared, "ok")),
+                      update_proxies=logic.UpdateProxyNodesFromSequences)
+    run.start()
+    if run.wait(timeout_s=120) is not RunState.FAILED or "time 0.5 s" not in run.message or "other 2" not in run.message:
+        raise AssertionError(f"sequence ended {run.state}: {run.message}")
+    result = run.imported
+    segments = browser.GetSequenceNode(result.segmentation_node)
+    values = [segments.GetNthIndexValue(i) for i in range(segments.GetNumberOfDataNodes())] if segments else []
+    if values != ["0", "0.5", "1"] or [segments.GetDataNodeAtValue(v).GetAttribute(FRAME_NOT_RUN_ATTRIBUTE)
+                                        for v in values] != [None, "1", None]:
+        raise AssertionError(f"the segmentation sequence holds {values}, not the frames with the one that failed marked")
+    if sorted(result.map_nodes) != sorted(name for name, _ in MAPS):
+        raise AssertionError(f"map proxies {sorted(result.map_nodes)}")
+    for step in (2, 0):  # browse: the proxies follow the frame and keep their display and references
+        browser.SetSelectedItemNumber(step)
+        logic.UpdateProxyNodesFromSequences(browser)
+        if result.segmentation_node.GetSegmentation().GetNumberOfSegments() != len(LABELS):
+            raise AssertionError(f"frame {step}: the segmentation proxy has no segments")
+        for node in result.map_nodes.values():
+            display = node.GetScalarVolumeDisplayNode()
+            if display is None or display.GetColorNodeID() != heatmaps.inferno_color_node(scene).GetID():
+                raise AssertionError(f"frame {step}: map {node.GetName()} lost its heat-map display")
+            if node.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) != result.segmentation_node.GetID():
+                raise AssertionError(f"frame {step}: map {node.GetName()} lost its segmentation")
+    browser.SetSelectedItemNumber(1)  # the frame that did not run: its result is hidden, not the previous one's
+    logic.UpdateProxyNodesFromSequences(browser)
+    if result.segmentation_node.GetSegmentation().GetNumberOfSegments() != 0 or any(
+            node.GetImageData() is not None or node.GetAttribute(heatmaps.MAP_NAME_ATTRIBUTE) != name
+            for name, node in result.map_nodes.items()):
+        raise AssertionError("the frame that did not run shows another frame's result, or its proxies lost their names")
+    found = results_in_scene(scene)[-1]
+    if found.segmentation_node is not result.segmentation_node or found.map_nodes.keys() != result.map_nodes.keys():
+        raise AssertionError("the panel would not find the sequence's result again")
+    leftovers = [n.GetName() for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if "[time" in (n.GetName() or "")]
+    if leftovers or len(_nodes(scene, "vtkMRMLSegmentationNode")) != 1:
+        raise AssertionError(f"temporary nodes left in the scene: {leftovers}")
+
+
+def _nodes(scene: "slicer.vtkMRMLScene", class_name: str) -> list:
+    nodes = scene.GetNodesByClass(class_name)
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
 RUN_SCENARIOS: dict[str, Callable[["slicer.vtkMRMLScene", Path], None]] = {
     "run_imports_result": scenario_run_imports_result,
     "cancelled_run_leaves_scene_unchanged": scenario_cancelled_run_leaves_scene_unchanged,
     "batch_segments_each_volume_and_goes_on_past_a_failure": scenario_batch_segments_each_volume_and_goes_on_past_a_failure,
     "cancelled_batch_starts_no_further_volume": scenario_cancelled_batch_starts_no_further_volume,
+    "every_frame_of_a_sequence": scenario_every_frame_of_a_sequence,
 }
