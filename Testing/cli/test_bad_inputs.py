@@ -107,6 +107,30 @@ def test_a_label_map_given_as_the_image_warns(model, tmp_path, capsys) -> None:
     assert any("label map" in w for w in doc["warnings"])
 
 
+def test_an_empty_segmentation_is_not_returned_without_a_word(tmp_path, capsys) -> None:
+    """A model that finds nothing (here: a head that always scores background higher) still exits 0 (the
+    structure may be outside the field of view), but says that the result is empty and what to check."""
+    import torch
+
+    from MedSegAttentionLib.modelstore.store import ModelStore
+
+    card = tiny_card("tiny-finds-nothing")
+    network = build_network(card["networks"]["main"]["config"])
+    with torch.no_grad():  # after the ReLU every feature is >= 0: background score >= 0 >= foreground score
+        network.head[2].weight.zero_()
+        network.head[2].weight[0].fill_(1.0)
+        network.head[2].weight[1].fill_(-1.0)
+    card_path, weights = export_model(card, {"main": network}, tmp_path / "export")
+    store = ModelStore(tmp_path / "store")
+    store.install_card(card_path, weights)
+    path = _write(phantom_volume()[0], tmp_path / "scan.nii.gz")
+    assert _segment((store, card["id"], weights), [path], tmp_path / "out") == 0
+    assert "the segmentation is empty: the model found no prostate" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "out" / "scan" / "result.json").read_text())
+    assert any(w.startswith("the segmentation is empty") and "MR" in w for w in doc["warnings"])
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "scan" / "segmentation.nrrd"))).any()
+
+
 def _dicom_series(folder: Path, positions_mm: list[float], series_uid: str = "1.2.826.0.1.3680043.2.1125.1") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()

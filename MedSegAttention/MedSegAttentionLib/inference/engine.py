@@ -30,7 +30,7 @@ from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last
 from .sliding_window import choose_batch_size
 from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
-from .input_checks import validate_volume
+from .input_checks import empty_result_warnings, validate_volume
 from .openvino_backend import OpenVINORunner, choose_backend, describe_backend
 
 LEVELS = PRUNING_LEVELS
@@ -207,6 +207,7 @@ class Predictor:
         t0 = time.perf_counter()
         ctx.report(0.9, "mapping results onto the input grid")
         label = _label_on_input_grid(probabilities, grid, image, card)
+        ctx.warnings.extend(empty_result_warnings(label, card.labels, card.modality))
         out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, image, ctx, asked_by_name=maps is not True)
         map_ranges = {entry["name"]: map_value_range(entry, out_maps[entry["name"]]) for entry in wanted_maps if entry["name"] in out_maps}
         timings["postprocess"] = time.perf_counter() - t0

@@ -76,3 +76,13 @@ def _modality_warnings(low: float, high: float, modality: str | None) -> list[st
     if modality == "MR" and low < -500:
         return [f"the model expects MR, but values go down to {low:g}, which looks like CT in Hounsfield units"]
     return []
+
+
+def empty_result_warnings(label: sitk.Image, labels: list[dict], modality: str | None) -> list[str]:
+    """An empty segmentation may be right (the structure is outside the field of view) but is never
+    returned without a word: say so, and what to check."""
+    if sitk.GetArrayViewFromImage(label).any():
+        return []
+    names = ", ".join(str(entry.get("name", entry.get("value"))) for entry in labels) or "its structures"
+    return [f"the segmentation is empty: the model found no {names} in this image; check that the image shows "
+            f"it and is the {modality or 'kind of'} scan the model expects"]
