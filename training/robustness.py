@@ -4,6 +4,8 @@
 * ``padded``: a larger, zero-filled field of view (48, 48, 32 voxels of zeros on each side in x, y, z).
 * ``oblique``: resampled on a grid rotated 30 degrees about two axes (x, then y) with anisotropic
   0.7 x 0.9 x 2.5 mm voxels (thick slices), covering the whole original extent; outside it, zeros.
+* ``sagittal``: the same voxels stored in another axis order (a sagittal stack: the slice axis runs
+  left-right), exactly as a scanner that acquired sagittally would deliver it; no resampling.
 
 Images are resampled linearly and labels by nearest neighbour (SimpleITK, identity transform in
 physical space), so each variant's label is the truth on that variant's grid.
@@ -16,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["VARIANTS", "make_variant", "oblique_variant", "padded_variant"]
+__all__ = ["VARIANTS", "make_variant", "oblique_variant", "padded_variant", "sagittal_variant"]
 
 
 def padded_variant(image: sitk.Image, label: sitk.Image, pad_xyz: Sequence[int] = (48, 48, 32)) -> tuple[sitk.Image, sitk.Image]:
@@ -57,10 +59,16 @@ def oblique_variant(image: sitk.Image, label: sitk.Image, degrees: float = 30.0,
     return resample(image, sitk.sitkLinear), resample(label, sitk.sitkNearestNeighbor)
 
 
+def sagittal_variant(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """The voxel axes permuted (y, z, x), geometry adjusted: the same physical image, stored sagittally."""
+    return sitk.PermuteAxes(image, (1, 2, 0)), sitk.PermuteAxes(label, (1, 2, 0))
+
+
 VARIANTS: dict[str, Callable[[sitk.Image, sitk.Image], tuple[sitk.Image, sitk.Image]]] = {
     "original": lambda image, label: (image, label),
     "padded": padded_variant,
     "oblique": oblique_variant,
+    "sagittal": sagittal_variant,
 }
 
 

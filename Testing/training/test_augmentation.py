@@ -161,6 +161,18 @@ def test_oblique_variant_is_rotated_thick_sliced_and_covers_the_organ() -> None:
         make_variant("sideways", image, label)
 
 
+def test_sagittal_variant_is_the_same_image_stored_in_another_axis_order() -> None:
+    image, label = _case()
+    stored, stored_label = make_variant("sagittal", image, label)
+    assert stored.GetSize() == (40, 30, 50)
+    assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(stored.GetDirection()) != \
+        sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    index = (25, 20, 15)  # the same physical point carries the same value
+    point = image.TransformIndexToPhysicalPoint(index)
+    assert stored[stored.TransformPhysicalPointToIndex(point)] == image[index]
+    assert stored_label[stored_label.TransformPhysicalPointToIndex(point)] == label[index]
+
+
 def test_map_spread_tells_a_wash_from_a_map_that_outlines_the_organ() -> None:
     from training.evaluate import map_spread
 

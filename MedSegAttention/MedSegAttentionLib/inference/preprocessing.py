@@ -1,8 +1,9 @@
 """Preprocessing shared by inference and training: one definition, read from the model card.
 
-Geometry: the model grid keeps the input's origin and direction and only changes the spacing, so
-mapping outputs back with :func:`resample_to_reference` aligns them with the input voxel for voxel,
-also for oblique directions. Axis order: spacings are (x, y, z) in millimetres as ITK and Slicer show
+Geometry: the model grid keeps the input's origin and direction (after the optional exact permutation
+and flip of its axes to the training orientation) and only changes the spacing, so mapping outputs
+back with :func:`resample_to_reference` aligns them with the input voxel for voxel, also for oblique
+directions. Axis order: spacings are (x, y, z) in millimetres as ITK and Slicer show
 them; arrays are (z, y, x) as SimpleITK/NumPy/PyTorch store them.
 
 Intensity methods (``card["preprocessing"]["intensity"]``):
@@ -26,10 +27,12 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class PreprocessingSpec:
-    """Target spacing (x, y, z mm; ``None`` per axis keeps the input's) and intensity normalisation."""
+    """Target spacing (x, y, z mm; ``None`` per axis keeps the input's), intensity normalisation and the
+    voxel-axis orientation of the training data (a DICOM code such as ``"LPS"``; ``None`` keeps the input's)."""
 
     target_spacing: tuple[float | None, float | None, float | None] | None = None
     intensity: Mapping[str, Any] = field(default_factory=lambda: {"method": "zscore", "nonzero": False})
+    orientation: str | None = None
 
     @classmethod
     def from_card(cls, preprocessing: Mapping[str, Any]) -> "PreprocessingSpec":
@@ -37,6 +40,7 @@ class PreprocessingSpec:
         return cls(
             target_spacing=tuple(spacing) if spacing is not None else None,  # type: ignore[arg-type]
             intensity=dict(preprocessing.get("intensity", {"method": "zscore", "nonzero": False})),
+            orientation=preprocessing.get("orientation"),
         )
 
     def spacing_for(self, image: sitk.Image) -> tuple[float, float, float]:
@@ -112,9 +116,16 @@ def normalise_intensity(array: np.ndarray, intensity: Mapping[str, Any]) -> np.n
 
 
 def resample_to_model_grid(image: sitk.Image, spec: PreprocessingSpec) -> tuple[np.ndarray, sitk.Image]:
-    """The (C, z, y, x) float32 intensities on the model grid (not normalised) and that grid."""
-    grid = model_grid(image, spec.spacing_for(image))
+    """The (C, z, y, x) float32 intensities on the model grid (not normalised) and that grid.
+
+    With ``spec.orientation`` the voxel axes are first permuted and flipped to the training data's
+    orientation (exact, no interpolation): a scan stored sagittally, coronally or RAS-first shows the
+    network the anatomy in the order it was trained on (``Testing/engine/test_orientation.py``).
+    """
     float_image = sitk.Cast(image, sitk.sitkVectorFloat32 if image.GetNumberOfComponentsPerPixel() > 1 else sitk.sitkFloat32)
+    if spec.orientation:
+        float_image = sitk.DICOMOrient(float_image, spec.orientation)
+    grid = model_grid(float_image, spec.spacing_for(float_image))
     resampled = resample_like(float_image, grid, sitk.sitkLinear)
     array = sitk.GetArrayFromImage(resampled)
     return (array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)), grid
