@@ -330,11 +330,9 @@ class MedSegAttentionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSegAttentionLogic(ScriptedLoadableModuleLogic, PanelLogic):
-    """Everything the widget asks for, usable from scripts without the GUI.
-
-    The work is in ``MedSegAttentionLib.slicer_support.panel_logic.PanelLogic`` (Qt-free, run by pytest
-    against real MRML); this class adds the parameter node and the dependency installs, which need
-    Slicer's dialogs and extensions.
+    """Everything the widget asks for, usable from scripts without the GUI. The work is in
+    ``MedSegAttentionLib.slicer_support.panel_logic.PanelLogic`` (Qt-free, run by pytest against real MRML);
+    this class adds the parameter node and the dependency installs, which need Slicer's dialogs and extensions.
     """
 
     def __init__(self) -> None:
@@ -364,13 +362,26 @@ class MedSegAttentionTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        self.setUp()
-        self.test_scenarios()
-
-    def test_scenarios(self) -> None:
         testing = os.path.join(os.path.dirname(__file__), "Testing", "Python")
         if testing not in sys.path:
             sys.path.insert(0, testing)
+        self.setUp()
+        self.test_scenarios()
+        self.setUp()
+        self.test_bundled_model()
+
+    def test_bundled_model(self) -> None:
+        """The bundled SIP-Net through the real command line on Slicer's MRHead sample (mechanics, not accuracy)."""
+        if MedSegAttentionLogic().missingRequirements():
+            return self.delayDisplay("Bundled model test skipped: install the Python packages first (click Segment)")
+        import SampleData
+        from slicer_bundled_model import run_bundled_model
+
+        volume = SampleData.SampleDataLogic().downloadMRHead()
+        run_bundled_model(slicer.mrmlScene, volume, slicer.util.tempDirectory("MedSegAttentionModelTest"))
+        self.delayDisplay("Bundled model test passed")
+
+    def test_scenarios(self) -> None:
         import slicer_scenarios
 
         self.delayDisplay("Running MedSegAttention scene scenarios")

@@ -212,3 +212,20 @@ def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
         assert _foreground_voxels(result.segmentation_node) == alone[item]
     with pytest.raises(ValueError, match="not a frame of a sequence"):
         logic.startSequenceSegmentation(frames[0], model_id)
+
+
+@pytest.mark.slow
+def test_the_bundled_model_end_to_end_on_a_real_scan(shared_data, tmp_path: Path) -> None:
+    """What the module's self-test does inside Slicer, here on a real LGE-MR case with its ground truth."""
+    from slicer_bundled_model import run_bundled_model, segment_labelmap  # noqa: F401 - shared with the self-test
+
+    case = "la_38cws742"
+    scene = slicer.vtkMRMLScene()
+    volume = load_volume(scene, shared_data / "LeftAtrium2018" / "imagesTr" / f"{case}.nii.gz", name=case)
+    truth = load_volume(scene, shared_data / "LeftAtrium2018" / "labelsTr" / f"{case}.nii.gz", labelmap=True)
+    from vtk.util import numpy_support
+
+    expected = numpy_support.vtk_to_numpy(truth.GetImageData().GetPointData().GetScalars()).reshape(
+        tuple(reversed(truth.GetImageData().GetDimensions())))
+    dice = run_bundled_model(scene, volume, tmp_path / "work", truth=expected)
+    assert dice is not None and dice >= 0.85
