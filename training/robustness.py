@@ -4,8 +4,9 @@
 * ``padded``: a larger, zero-filled field of view (48, 48, 32 voxels of zeros on each side in x, y, z).
 * ``oblique``: resampled on a grid rotated 30 degrees about two axes (x, then y) with anisotropic
   0.7 x 0.9 x 2.5 mm voxels (thick slices), covering the whole original extent; outside it, zeros.
-* ``sagittal``: the same voxels stored in another axis order (a sagittal stack: the slice axis runs
-  left-right), exactly as a scanner that acquired sagittally would deliver it; no resampling.
+* ``sagittal``, ``coronal``: the same voxels stored in another axis order (the slice axis runs
+  left-right, or front-back, flipped), as a scanner that acquired that way delivers them; ``ras``: the
+  first two axes flipped (RAS-first storage, common in NIfTI converters). No resampling.
 
 Images are resampled linearly and labels by nearest neighbour (SimpleITK, identity transform in
 physical space), so each variant's label is the truth on that variant's grid.
@@ -18,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["VARIANTS", "make_variant", "oblique_variant", "padded_variant", "sagittal_variant"]
+__all__ = ["VARIANTS", "STORAGE_ORDERS", "make_variant", "oblique_variant", "padded_variant", "stored_variant"]
 
 
 def padded_variant(image: sitk.Image, label: sitk.Image, pad_xyz: Sequence[int] = (48, 48, 32)) -> tuple[sitk.Image, sitk.Image]:
@@ -59,16 +60,27 @@ def oblique_variant(image: sitk.Image, label: sitk.Image, degrees: float = 30.0,
     return resample(image, sitk.sitkLinear), resample(label, sitk.sitkNearestNeighbor)
 
 
-def sagittal_variant(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
-    """The voxel axes permuted (y, z, x), geometry adjusted: the same physical image, stored sagittally."""
-    return sitk.PermuteAxes(image, (1, 2, 0)), sitk.PermuteAxes(label, (1, 2, 0))
+#: permutation of the voxel axes, then flips: the same physical image stored in another order
+STORAGE_ORDERS = {"sagittal": ((1, 2, 0), (False, False, False)), "coronal": ((0, 2, 1), (False, False, True)),
+                  "ras": ((0, 1, 2), (True, True, False))}
+
+
+def stored_variant(image: sitk.Image, label: sitk.Image, storage: str) -> tuple[sitk.Image, sitk.Image]:
+    """The same physical image and label with the voxel axes permuted and flipped (geometry adjusted)."""
+    order, flips = STORAGE_ORDERS[storage]
+
+    def store(volume: sitk.Image) -> sitk.Image:
+        permuted = sitk.PermuteAxes(volume, order)
+        return sitk.Flip(permuted, flips) if any(flips) else permuted
+
+    return store(image), store(label)
 
 
 VARIANTS: dict[str, Callable[[sitk.Image, sitk.Image], tuple[sitk.Image, sitk.Image]]] = {
     "original": lambda image, label: (image, label),
     "padded": padded_variant,
     "oblique": oblique_variant,
-    "sagittal": sagittal_variant,
+    **{name: (lambda image, label, name=name: stored_variant(image, label, name)) for name in STORAGE_ORDERS},
 }
 
 

@@ -12,24 +12,17 @@ from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.inference.preprocessing import PreprocessingSpec, preprocess
 from MedSegAttentionLib.modelstore.cards import ModelCard
 from model_cards import install_random_model, tiny_card
+from training.robustness import STORAGE_ORDERS, stored_variant
 from volumes import phantom_volume
 
-STORAGE_ORDERS = {  # permutation of the voxel axes, then flips: the same physical image stored otherwise
-    "sagittal": ((1, 2, 0), (False, False, False)),
-    "coronal": ((0, 2, 1), (False, False, True)),
-    "RAS-first": ((0, 1, 2), (True, True, False)),
-}
-
-
-def _stored(image: sitk.Image, order: tuple[int, ...], flips: tuple[bool, ...]) -> sitk.Image:
-    permuted = sitk.PermuteAxes(image, order)
-    return sitk.Flip(permuted, flips) if any(flips) else permuted
+def _stored(image: sitk.Image, storage: str) -> sitk.Image:
+    return stored_variant(image, image, storage)[0]
 
 
 @pytest.mark.parametrize("storage", list(STORAGE_ORDERS))
 def test_the_network_sees_the_same_voxels_whatever_the_storage_order(storage: str) -> None:
     volume, _ = phantom_volume(oblique=False)  # LPS, as the training data
-    other = _stored(volume, *STORAGE_ORDERS[storage])
+    other = _stored(volume, storage)
     assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(other.GetDirection()) != "LPS"
     spec = PreprocessingSpec(target_spacing=(1.0, 1.0, 1.5), orientation="LPS")
     reference, reference_grid = preprocess(volume, spec)
@@ -47,7 +40,7 @@ def test_a_sagittally_stored_scan_gets_the_same_segmentation_on_its_own_grid(tmp
     store, model_id, _ = install_random_model(tmp_path / "store", card_data)
     card = store.card(model_id)
     volume, _ = phantom_volume(oblique=False)
-    other = _stored(volume, *STORAGE_ORDERS["sagittal"])
+    other = _stored(volume, "sagittal")
     direct = segment(volume, card, store, device="cpu", maps=False, tta=False).label
     stored = segment(other, card, store, device="cpu", maps=False, tta=False).label
     assert stored.GetSize() == other.GetSize() and stored.GetDirection() == other.GetDirection()
