@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-mapping", help="preset name (default: the card's provenance)")
     ev.add_argument("--out", help="output folder (default: evaluation_fold_K[_variant][_tta] next to the card)")
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--variant", default="original", choices=["original", "padded", "oblique", "sagittal", "coronal", "ras"],
+    ev.add_argument("--variant", default="original", choices=["original", "padded", "oblique", "sagittal", "coronal", "ras", "spikes"],
                     help="deliver each case as stored, with a larger zero-filled field of view, obliquely "
-                         "resampled with thick slices, or stored in another axis order (training.robustness)")
+                         "resampled with thick slices, stored in another axis order, or with spike voxels (training.robustness)")
     ev.add_argument("--tta", dest="tta", action="store_true", default=None, help="test-time mirroring on")
     ev.add_argument("--no-tta", dest="tta", action="store_false", help="test-time mirroring off")
     ev.add_argument("--maps", action="store_true", help="also compute the evidence maps and their spread near the organ")

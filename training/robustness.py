@@ -7,6 +7,8 @@
 * ``sagittal``, ``coronal``: the same voxels stored in another axis order (the slice axis runs
   left-right, or front-back, flipped), as a scanner that acquired that way delivers them; ``ras``: the
   first two axes flipped (RAS-first storage, common in NIfTI converters). No resampling.
+* ``spikes``: 200 voxels at 50 times the image's maximum (seeded positions): hot pixels or a spike
+  artefact, which no clinician would notice but which pulls a plain mean and standard deviation.
 
 Images are resampled linearly and labels by nearest neighbour (SimpleITK, identity transform in
 physical space), so each variant's label is the truth on that variant's grid.
@@ -19,7 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["VARIANTS", "STORAGE_ORDERS", "make_variant", "oblique_variant", "padded_variant", "stored_variant"]
+__all__ = ["VARIANTS", "STORAGE_ORDERS", "make_variant", "oblique_variant", "padded_variant", "spikes_variant",
+           "stored_variant"]
 
 
 def padded_variant(image: sitk.Image, label: sitk.Image, pad_xyz: Sequence[int] = (48, 48, 32)) -> tuple[sitk.Image, sitk.Image]:
@@ -76,11 +79,23 @@ def stored_variant(image: sitk.Image, label: sitk.Image, storage: str) -> tuple[
     return store(image), store(label)
 
 
+def spikes_variant(image: sitk.Image, label: sitk.Image, count: int = 200, factor: float = 50.0,
+                   seed: int = 0) -> tuple[sitk.Image, sitk.Image]:
+    """``count`` voxels set to ``factor`` x the maximum (positions seeded); the label is unchanged."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    array[tuple(rng.integers(0, n, count) for n in array.shape)] = float(array.max()) * factor
+    spiked = sitk.GetImageFromArray(array)
+    spiked.CopyInformation(image)
+    return spiked, label
+
+
 VARIANTS: dict[str, Callable[[sitk.Image, sitk.Image], tuple[sitk.Image, sitk.Image]]] = {
     "original": lambda image, label: (image, label),
     "padded": padded_variant,
     "oblique": oblique_variant,
     **{name: (lambda image, label, name=name: stored_variant(image, label, name)) for name in STORAGE_ORDERS},
+    "spikes": spikes_variant,
 }
 
 

@@ -124,7 +124,9 @@ def test_left_atrium_recipe_covers_how_scans_arrive() -> None:
     assert aug["fov_pad"]["prob"] > 0 and min(aug["fov_pad"]["voxels"]) > 0
     assert aug["low_resolution"]["prob"] > 0 and aug["low_resolution"]["max_factor"] >= 2
     assert aug["gamma"]["prob"] > 0 and aug["bias_field"]["prob"] > 0
-    assert recipe.card["preprocessing"]["intensity"] == {"method": "zscore", "nonzero": True}
+    assert recipe.card["preprocessing"]["intensity"] == {"method": "percentile_zscore", "nonzero": True,
+                                                        "percentiles": [0.05, 99.95]}
+    assert recipe.card["preprocessing"]["orientation"] == "LPS"
     assert recipe.network_config()["attention"] == "paper"
 
 
@@ -171,6 +173,24 @@ def test_sagittal_variant_is_the_same_image_stored_in_another_axis_order() -> No
     point = image.TransformIndexToPhysicalPoint(index)
     assert stored[stored.TransformPhysicalPointToIndex(point)] == image[index]
     assert stored_label[stored_label.TransformPhysicalPointToIndex(point)] == label[index]
+
+
+def test_spike_voxels_do_not_shift_the_left_atrium_normalisation() -> None:
+    """200 voxels at 50 x the maximum (the ``spikes`` variant) leave every other voxel's normalised value
+    where it was with the cards' clipped z-score; a plain z-score squeezes the whole scan towards zero."""
+    from MedSegAttentionLib.inference.preprocessing import normalise_intensity
+
+    rng = np.random.default_rng(1)
+    image = sitk.GetImageFromArray((rng.gamma(4.0, 20.0, (64, 128, 128)) * (rng.random((64, 128, 128)) > 0.1)).astype(np.float32))
+    spiked, _ = make_variant("spikes", image, image)
+    clean, dirty = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(spiked)
+    untouched = clean == dirty
+    assert (~untouched).sum() >= 190
+    card = load_recipe("sipnet-left-atrium-mr-compact").card["preprocessing"]["intensity"]
+    robust = np.abs(normalise_intensity(dirty, card) - normalise_intensity(clean, card))[untouched]
+    plain = {"method": "zscore", "nonzero": True}
+    naive = np.abs(normalise_intensity(dirty, plain) - normalise_intensity(clean, plain))[untouched]
+    assert np.percentile(robust, 99.9) < 0.02 and naive.mean() > 0.3  # (the few brightest voxels sit at the clip)
 
 
 def test_map_spread_tells_a_wash_from_a_map_that_outlines_the_organ() -> None:
