@@ -19,6 +19,7 @@ from MedSegAttentionLib.modelstore.weights import sha256_file
 from training.bundling import MAX_BUNDLED_BYTES, REFERENCE_DIR, bundled_bytes, reference_probabilities
 from training.evaluate import map_spread
 
+FOLD_0_FIRST_VALIDATION_CASE = "la_38cws742"  # split seed 12345 (docs/results.md)
 BUNDLED = {card.id: card for card in builtin_cards() if (card.weights or {}).get("bundled")}
 per_model = pytest.mark.parametrize("model_id", sorted(BUNDLED))
 
@@ -68,12 +69,14 @@ def test_bundled_model_reproduces_its_reference_output(model_id: str, tmp_path) 
 
 
 @per_model
-def test_segments_a_real_lge_mr_scan_it_was_not_trained_on(model_id: str, shared_data, tmp_path) -> None:
-    """A validation case of the bundled model's own fold, through `medseg segment` from a fresh store (with
-    test-time mirroring where the card offers its uncertainty map): exact geometry, Dice > 0.8, every attention-like map offered shows the atrium, and
-    the uncertainty map where the card offers one."""
+def test_segments_a_real_lge_mr_scan(model_id: str, shared_data, tmp_path) -> None:
+    """A validation case of the bundled model's own fold (for a model trained on all 80 cases, which has
+    seen every case, fold 0's first validation case: then a check of the shipped pipeline on real data,
+    and its unseen-case accuracy is its fold-0 model's), through `medseg segment` from a fresh store (with
+    test-time mirroring where the card offers its uncertainty map): exact geometry, Dice > 0.8, every
+    attention-like map offered shows the atrium, and the uncertainty map where the card offers one."""
     card = BUNDLED[model_id]
-    case = card.weights["provenance"]["val_cases"][0]
+    case = (card.weights["provenance"].get("val_cases") or [FOLD_0_FIRST_VALIDATION_CASE])[0]
     image = shared_data / "LeftAtrium2018" / "imagesTr" / f"{case}.nii.gz"
     truth = sitk.ReadImage(str(shared_data / "LeftAtrium2018" / "labelsTr" / f"{case}.nii.gz"))
     out = tmp_path / "out"
