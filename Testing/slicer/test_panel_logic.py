@@ -39,12 +39,18 @@ def test_preferences_and_level_tables_live_in_the_settings(tmp_path: Path) -> No
     assert PanelLogic(store, None).cachedLevelTable("anunet-cpu-abc") == table
 
 
-@pytest.mark.slow
-def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> None:
-    store, model_id, weights = install_random_model(tmp_path / "store", tiny_card("tiny-panel-mr"))
+def _panel_with_a_random_model(tmp_path: Path, model_id: str):  # noqa: ANN202
+    """A panel logic on a new scene whose model folder holds a tiny random model: (store, id, logic, scene)."""
+    store, model_id, _ = install_random_model(tmp_path / "store", tiny_card(model_id))
     scene = slicer.vtkMRMLScene()
     logic = PanelLogic(DictSettings({"MedSegAttention/ModelFolder": str(store.root)}), scene, tmp_path / "work")
     (tmp_path / "work").mkdir()
+    return store, model_id, logic, scene
+
+
+@pytest.mark.slow
+def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> None:
+    store, model_id, logic, scene = _panel_with_a_random_model(tmp_path, "tiny-panel-mr")
     runner = logic.startModelList()
     runner.wait(timeout_s=120)
     assert runner.status is ExitStatus.SUCCESS, runner.stderr_tail()
@@ -178,10 +184,7 @@ def _foreground_voxels(segmentation_node) -> int:  # noqa: ANN001 - vtkMRMLSegme
 @pytest.mark.slow
 def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
     """Each frame gets the result a run on that frame alone gives, and the result follows the browser."""
-    store, model_id, _ = install_random_model(tmp_path / "store", tiny_card("tiny-sequence-mr"))
-    scene = slicer.vtkMRMLScene()
-    logic = PanelLogic(DictSettings({"MedSegAttention/ModelFolder": str(store.root)}), scene, tmp_path / "work")
-    (tmp_path / "work").mkdir()
+    _, model_id, logic, scene = _panel_with_a_random_model(tmp_path, "tiny-sequence-mr")
     logic.sequencesLogic = slicer.vtkSlicerSequencesLogic()
     logic.sequencesLogic.SetMRMLScene(scene)
     frames = []
