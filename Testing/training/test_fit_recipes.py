@@ -34,7 +34,8 @@ def test_shipped_recipes_load_and_name_catalog_cards() -> None:
     la = load_recipe("sipnet-left-atrium-mr")
     assert la.card["id"] == "sipnet-left-atrium-mr"
     assert la.card["labels"][0]["value"] == 1 and la.card["modality"] == "MR"
-    assert la.card["preprocessing"]["intensity"]["method"] == "zscore"
+    assert la.card["preprocessing"]["intensity"]["method"] == "percentile_zscore"  # spike voxels do not pull it
+    assert la.card["preprocessing"]["orientation"] == "LPS"  # the storage order of every LeftAtrium2018 case
     organ_only = load_recipe("raunet-left-atrium-mr-compact")  # null in card_overrides drops the tumour stage
     assert organ_only.roles == ["localizer", "liver"] and "tumour_patch_size" not in organ_only.card["inference"]
 
