@@ -71,19 +71,16 @@ def _predict(
     if ctx.use_channels_last(batch.ndim - 2):
         batch = batch.contiguous(memory_format=channels_last_format(batch.ndim - 2))
     with torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype, enabled=ctx.use_amp):
-        slices = {"all_slices": True} if all_slices else {}
         if guide is not None:
-            out = net.refine(batch, guide, return_maps=with_maps, **slices)  # type: ignore[operator]
+            out = net.refine(batch, guide, return_maps=with_maps, all_slices=all_slices)  # type: ignore[operator]
         elif stage == "coarse":
-            out = net.coarse_pass(batch, return_maps=with_maps, **slices)  # type: ignore[operator]
+            out = net.coarse_pass(batch, return_maps=with_maps, all_slices=all_slices)  # type: ignore[operator]
         else:
             out = net(batch, return_maps=with_maps)
     logits = out.logits.float()
     if all_slices:
         logits = logits.unflatten(1, (int(net.output_slices), -1))  # type: ignore[attr-defined]
-        return torch.softmax(logits, dim=2), {k: v.float() for k, v in out.maps.items()}
-    probabilities = torch.softmax(logits, dim=1)
-    return probabilities, {k: v.float() for k, v in out.maps.items()}
+    return torch.softmax(logits, dim=2 if all_slices else 1), {k: v.float() for k, v in out.maps.items()}
 
 
 @torch.inference_mode()

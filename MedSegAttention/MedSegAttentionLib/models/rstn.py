@@ -8,7 +8,7 @@ until the inter-round Dice reaches 0.95 belong to the inference engine, which dr
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -240,29 +240,22 @@ class RSTN(SegmentationNetwork):
         empty mask gets background logits. Maps: ``coarse_probability`` is the given ``probability``
         of the centre slice. ``all_slices``: ``logits`` (B, output_slices * K, H, W), slice by slice.
         Wrap in ``torch.no_grad()`` at test."""
-        return self._one_call(all_slices, lambda: self._with_side_input(x, return_maps, "probability", probability))
+        self._all_slices = bool(all_slices)
+        try:
+            return self._with_side_input(x, return_maps, "probability", probability)
+        finally:
+            self._all_slices = False
 
     def coarse_pass(self, x: torch.Tensor, return_maps: bool = False, all_slices: bool = False) -> SegmentationOutput:
         """The coarse network alone (paper, "Training and Testing": the test image "is first fed into
         the coarse-scaled segmentation networks"): its logits (``all_slices`` as :meth:`refine`); map
         ``coarse_probability``."""
         self.check_input(x)
-
-        def run() -> SegmentationOutput:
-            self._side_input = ("coarse", None)
-            try:
-                return super(RSTN, self).forward(x, return_maps)
-            finally:
-                self._side_input = None
-
-        return self._one_call(all_slices, run)
-
-    def _one_call(self, all_slices: bool, run: Callable[[], SegmentationOutput]) -> SegmentationOutput:
-        self._all_slices = bool(all_slices)
+        self._side_input, self._all_slices = ("coarse", None), bool(all_slices)
         try:
-            return run()
+            return super().forward(x, return_maps)
         finally:
-            self._all_slices = False
+            self._side_input, self._all_slices = None, False
 
     def forward_padded(self, x: torch.Tensor, return_maps: bool) -> SegmentationOutput:
         kind, side = self._side_input if self._side_input is not None else ("", None)
