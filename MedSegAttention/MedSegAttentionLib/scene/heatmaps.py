@@ -85,6 +85,11 @@ def threshold_value(value_range: tuple[float, float], fraction: float) -> float:
     return value_range[0] + fraction * (value_range[1] - value_range[0])
 
 
+def record_value_range(node: "slicer.vtkMRMLNode", value_range: tuple[float, float]) -> None:
+    """Record on a map node the range its colours span (read back by :func:`recorded_value_range`)."""
+    node.SetAttribute(MAP_RANGE_ATTRIBUTE, f"{value_range[0]!r} {value_range[1]!r}")
+
+
 def recorded_value_range(node: "slicer.vtkMRMLScalarVolumeNode") -> tuple[float, float]:
     """The range recorded on a map node at import ([0, 1] for a node without one)."""
     text = node.GetAttribute(MAP_RANGE_ATTRIBUTE)
@@ -109,7 +114,7 @@ def import_map(
     node.SetAttribute(MAP_NAME_ATTRIBUTE, map_info.name)
     node.SetAttribute(MAP_TITLE_ATTRIBUTE, map_info.title)
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
-    node.SetAttribute(MAP_RANGE_ATTRIBUTE, f"{map_info.value_range[0]!r} {map_info.value_range[1]!r}")
+    record_value_range(node, map_info.value_range)
     scene.AddNode(node)
     show_as_heatmap(scene, node, map_info.title, map_info.value_range, threshold)
     return node

@@ -176,9 +176,18 @@ class SequenceRun(BatchRun):
                     empty.SetAttribute(FRAME_NOT_RUN_ATTRIBUTE, "1")
                     sequence.SetDataNodeAtValue(empty, value)
 
+    def _record_map_ranges(self) -> None:
+        """Give every frame of a map the range over all frames, so the proxy's window (set once) and the
+        threshold (a fraction of the recorded range, read on whichever frame is shown) agree."""
+        for name, value_range in self._map_ranges.items():
+            sequence = self._sequences[name]
+            for index in range(sequence.GetNumberOfDataNodes()):
+                heatmaps.record_value_range(sequence.GetNthDataNode(index), value_range)
+
     def _attach_to_browser(self) -> None:
         """Synchronise the result sequences with the input's browser and style their proxies like a run's."""
         self._fill_frames_not_run()
+        self._record_map_ranges()
         for sequence in self._sequences.values():
             self.browser.AddSynchronizedSequenceNode(sequence)
         self._update_proxies(self.browser)

@@ -195,6 +195,10 @@ def scenario_every_frame_of_a_sequence(scene: "slicer.vtkMRMLScene", workdir: Pa
                 raise AssertionError(f"frame {step}: map {node.GetName()} lost its heat-map display")
             if node.GetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE) != result.segmentation_node.GetID():
                 raise AssertionError(f"frame {step}: map {node.GetName()} lost its segmentation")
+            window = (display.GetWindowLevelMin(), display.GetWindowLevelMax())
+            if heatmaps.recorded_value_range(node) != window:  # the threshold's range is the colours' range
+                raise AssertionError(f"frame {step}: map {node.GetName()} records {heatmaps.recorded_value_range(node)}, "
+                                     f"shows {window}")
     browser.SetSelectedItemNumber(1)  # the frame that did not run: its result is hidden, not the previous one's
     logic.UpdateProxyNodesFromSequences(browser)
     if result.segmentation_node.GetSegmentation().GetNumberOfSegments() != 0 or any(
