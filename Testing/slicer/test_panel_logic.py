@@ -12,6 +12,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
 
 from model_cards import install_random_model, tiny_card  # noqa: E402
+from slicer_bundled_model import run_bundled_model, segment_labelmap  # noqa: E402 - shared with the self-test
 from volumes import phantom_volume  # noqa: E402
 
 from MedSegAttentionLib.scene import load_volume  # noqa: E402
@@ -167,18 +168,9 @@ def test_level_chooser_measures_once_caches_and_shows_errors() -> None:
     assert chooser.update("k4", "anunet-left-atrium-mr", "cuda", busy=False, can_measure=True).runner is not None
 
 
-def _foreground_voxels(segmentation_node) -> int:  # noqa: ANN001 - vtkMRMLSegmentationNode
-    """Voxels of all segments together (each segment's binary label map)."""
-    from vtk.util import numpy_support
-
-    segmentation, total = segmentation_node.GetSegmentation(), 0
-    for index in range(segmentation.GetNumberOfSegments()):
-        oriented = slicer.vtkOrientedImageData()
-        slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
-            segmentation_node, segmentation.GetNthSegmentID(index), oriented, False)
-        if oriented.GetPointData().GetScalars() is not None:
-            total += int((numpy_support.vtk_to_numpy(oriented.GetPointData().GetScalars()) > 0).sum())
-    return total
+def _foreground_voxels(segmentation_node, reference) -> int:  # noqa: ANN001 - MRML nodes
+    """Voxels of all segments together on the reference volume's grid."""
+    return int((segment_labelmap(segmentation_node, reference) > 0).sum())
 
 
 @pytest.mark.slow
@@ -200,7 +192,7 @@ def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
     logic.sequencesLogic.UpdateProxyNodesFromSequences(browser)
     proxy = browser.GetProxyNode(sequence)
     assert logic.sequenceFrameCount(proxy) == 2 and logic.sequenceFrameCount(frames[0]) == 0
-    alone = [_foreground_voxels(logic.process(frame, model_id, device="cpu", tta=False, computeMaps=False).segmentation_node)
+    alone = [_foreground_voxels(logic.process(frame, model_id, device="cpu", tta=False, computeMaps=False).segmentation_node, frame)
              for frame in frames]
     assert alone[0] != alone[1]  # the frames differ, so a proxy showing the wrong frame would be seen
     run = logic.startSequenceSegmentation(proxy, model_id, device="cpu", tta=False)
@@ -212,7 +204,7 @@ def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
     for item in (1, 0):
         browser.SetSelectedItemNumber(item)
         logic.sequencesLogic.UpdateProxyNodesFromSequences(browser)
-        assert _foreground_voxels(result.segmentation_node) == alone[item]
+        assert _foreground_voxels(result.segmentation_node, proxy) == alone[item]
     with pytest.raises(ValueError, match="not a frame of a sequence"):
         logic.startSequenceSegmentation(frames[0], model_id)
 
@@ -220,8 +212,6 @@ def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_bundled_model_end_to_end_on_a_real_scan(shared_data, tmp_path: Path) -> None:
     """What the module's self-test does inside Slicer, here on a real LGE-MR case with its ground truth."""
-    from slicer_bundled_model import run_bundled_model, segment_labelmap  # noqa: F401 - shared with the self-test
-
     case = "la_38cws742"
     scene = slicer.vtkMRMLScene()
     volume = load_volume(scene, shared_data / "LeftAtrium2018" / "imagesTr" / f"{case}.nii.gz", name=case)

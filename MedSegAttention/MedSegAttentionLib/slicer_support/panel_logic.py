@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, MutableMapping, Protocol
+from typing import Any, Callable, MutableMapping, Protocol
 
 from ..choices import DEVICE_CHOICES
 from ..modelstore.paths import default_store_root
@@ -127,7 +127,7 @@ class PanelLogic:
             raise ValueError("Select an input volume.")
         options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps,
                                    outputSegmentation.GetID() if outputSegmentation else None)
-        run = SegmentationRun(self.scene, inputVolume, options, work_root=self.temporary_path)
+        run = self._runFactory(options)(inputVolume)
         run.start()
         return run
 
@@ -140,7 +140,7 @@ class PanelLogic:
         if not volumes:
             raise ValueError("Select an input volume.")
         options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps, None)
-        batch = BatchRun(volumes, lambda volume: SegmentationRun(self.scene, volume, options, work_root=self.temporary_path))
+        batch = BatchRun(volumes, self._runFactory(options))
         batch.start()
         return batch
 
@@ -152,8 +152,7 @@ class PanelLogic:
         if not inputVolume:
             raise ValueError("Select an input volume.")
         options = self._runOptions(modelId, device, level, show3D, keepFiles, tta, computeMaps, None)
-        sequences = SequenceRun(self.scene, inputVolume,
-                                lambda frame: SegmentationRun(self.scene, frame, options, work_root=self.temporary_path),
+        sequences = SequenceRun(self.scene, inputVolume, self._runFactory(options),
                                 update_proxies=self.sequencesLogic.UpdateProxyNodesFromSequences if self.sequencesLogic else None)
         sequences.start()
         return sequences
@@ -162,6 +161,10 @@ class PanelLogic:
         """Frames of the sequence the input volume shows (0 for a volume outside any sequence): the panel
         offers "every frame" only for more than one."""
         return frame_count(self.scene, inputVolume)
+
+    def _runFactory(self, options: RunOptions) -> Callable[[Any], SegmentationRun]:
+        """One run of ``options`` per volume (the single run, each volume of a batch, each frame)."""
+        return lambda volume: SegmentationRun(self.scene, volume, options, work_root=self.temporary_path)
 
     def _runOptions(self, modelId: str, device: str, level: str | None, show3D: bool, keepFiles: bool, tta: bool | None,
                     computeMaps: bool, outputSegmentationId: str | None) -> RunOptions:
