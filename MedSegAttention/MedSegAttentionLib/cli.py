@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "pytorch or openvino; GPUs run PyTorch")
     seg.add_argument("--output-dir", default="medseg-output", help="results go to OUTPUT_DIR/<case name>/")
     seg.add_argument("--maps", default="all", help="'all', 'none' or a comma-separated list of map names")
+    seg.add_argument("--map-storage", choices=["float32", "percent"], default="float32",
+                     help="maps as float32 (default), or maps with values in [0, 1] as whole percent in one byte "
+                          "(a quarter of the size; the Slicer module's choice)")
     seg.add_argument("--level", choices=PRUNING_LEVELS, help="ANU-Net pruning level")
     seg.add_argument("--batch-size", type=int, help="windows or slices per batch (default from the model card)")
     seg.add_argument("--compile", action="store_true",
@@ -171,6 +174,7 @@ def _model_entry(entry, store) -> dict:  # noqa: ANN001
         "level_dice": {level: row.get("mean_dice") for level, row in (validation.get("levels") or {}).items()},
         "modality": card.modality, "description": card.description, "paper": dict(card.paper),
         "labels": [label["name"] for label in card.labels], "maps": [m["title"] for m in card.maps], "map_names": [m["name"] for m in card.maps],
+        "map_ranges": [m.get("range", [0.0, 1.0]) for m in card.maps],
         "parameters": _parameter_count(card),
         "validation": {"mean_dice": measured.get("mean_dice"), "cases": measured.get("cases"),
                        "data": provenance.get("data"), "through_engine": "engine" in validations} if measured else None,
@@ -308,7 +312,7 @@ def _segment_case(args: argparse.Namespace, predictor, maps, reporter: Reporter,
         reporter.emit("warning", message=warning)
     if cancel_event.is_set():
         raise Cancelled("cancelled by the user; nothing was written")
-    written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage)
+    written = write_result(result, out_dir, overwrite=args.overwrite, montage=args.montage, map_storage=args.map_storage)
     reporter.emit("result", output_dir=str(written), result=str(written / "result.json"))
 
 

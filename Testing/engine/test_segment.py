@@ -47,6 +47,32 @@ def test_outputs_lie_on_the_oblique_anisotropic_input_grid(tiny_model, tmp_path)
     _assert_same_grid(sitk.ReadImage(str(out / "segmentation.nrrd")), volume)
     _assert_same_grid(sitk.ReadImage(str(out / "maps" / "attention_2.nrrd")), volume)
 
+    # compact storage (the Slicer module's): whole percent in one byte, on the same grid, the unit said
+    compact = write_result(result, tmp_path / "compact" / "case", map_storage="percent")
+    entry = json.loads((compact / "result.json").read_text())["maps"][1]
+    assert (entry["name"], entry["range"], entry["unit"]) == ("attention_2", [0.0, 100.0], "percent")
+    stored = sitk.ReadImage(str(compact / "maps" / "attention_2.nrrd"))
+    _assert_same_grid(stored, volume)
+    assert stored.GetPixelID() == sitk.sitkUInt8
+    exact = sitk.GetArrayViewFromImage(result.maps["attention_2"]) * 100.0
+    assert np.abs(sitk.GetArrayViewFromImage(stored) - exact).max() <= 0.5 + 1e-4
+    assert (compact / "maps" / "attention_2.nrrd").stat().st_size < (out / "maps" / "attention_2.nrrd").stat().st_size
+
+
+def test_only_maps_in_0_1_are_stored_as_percent() -> None:
+    """A raw map (RSTN's saliency weights, range "data") keeps its float values: percent would mislabel it."""
+    from MedSegAttentionLib.inference.map_storage import bytes_per_voxel, stored_map
+
+    raw = sitk.GetImageFromArray(np.array([[[-1.5, 0.25, 2.5]]], dtype=np.float32))
+    kept = stored_map(raw, (-1.5, 2.5), "percent")
+    assert kept.unit is None and kept.value_range == (-1.5, 2.5) and kept.image.GetPixelID() == sitk.sitkFloat32
+    unit = stored_map(sitk.GetImageFromArray(np.array([[[0.0, 0.004, 0.006, 0.5, 1.0]]], dtype=np.float32)), (0.0, 1.0), "percent")
+    assert sitk.GetArrayViewFromImage(unit.image).ravel().tolist() == [0, 0, 1, 50, 100]
+    assert [bytes_per_voxel(r, "percent") for r in (None, [0.0, 1.0], "data")] == [1, 1, 4]
+    assert bytes_per_voxel(None, "float32") == 4
+    with pytest.raises(ValueError, match="unknown map storage"):
+        stored_map(raw, (0.0, 1.0), "float16")
+
 
 def test_tampered_weights_are_refused(tiny_model) -> None:
     store, model_id, _ = tiny_model

@@ -15,7 +15,9 @@ from model_cards import install_random_model, tiny_card  # noqa: E402
 from slicer_bundled_model import run_bundled_model, segment_labelmap  # noqa: E402 - shared with the self-test
 from volumes import phantom_volume  # noqa: E402
 
-from MedSegAttentionLib.scene import load_volume  # noqa: E402
+import vtk  # noqa: E402
+
+from MedSegAttentionLib.scene import heatmaps, load_volume  # noqa: E402
 from MedSegAttentionLib.scene.run import RunState  # noqa: E402
 from MedSegAttentionLib.slicer_support.child_reports import parse_model_list  # noqa: E402
 from MedSegAttentionLib.slicer_support.level_chooser import LevelChooser, level_key  # noqa: E402
@@ -71,8 +73,13 @@ def test_model_list_install_and_a_run_through_the_real_cli(tmp_path: Path) -> No
     assert sorted(imported.map_nodes) == ["attention_1", "attention_2", "attention_3"]
     logic.setMapOpacity(0.3)
     logic.setMapThreshold(0.2)
-    # the evidence-map choice: its size told beforehand (3 float32 maps of 20 x 24 x 8), and a run without maps
-    assert logic.mapMemoryText(node, models[model_id], False, True) == "3 map(s), about 46.1 kB for this volume (20 x 24 x 8)"
+    # maps in [0, 1] arrive as whole percent in one byte, and the legend says so
+    attention = imported.map_nodes["attention_3"]
+    assert attention.GetImageData().GetScalarType() == vtk.VTK_UNSIGNED_CHAR
+    assert heatmaps.recorded_value_range(attention) == (0.0, 100.0)
+    assert slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(attention).GetLabelFormat() == "%.0f %%"
+    # the evidence-map choice: its size told beforehand (3 one-byte maps of 20 x 24 x 8), and a run without maps
+    assert logic.mapMemoryText(node, models[model_id], False, True) == "3 map(s), about 11.5 kB for this volume (20 x 24 x 8)"
     assert logic.mapMemoryText(node, models[model_id], False, False).startswith("Evidence maps off")
     plain = logic.process(node, model_id, device="cpu", tta=False, computeMaps=False)
     assert plain.map_nodes == {} and plain.segmentation_node.GetSegmentation().GetNumberOfSegments() == 1

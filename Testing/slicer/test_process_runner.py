@@ -158,8 +158,13 @@ def test_segment_command_follows_the_cli(tmp_path: Path) -> None:
     assert command[:3] == ["py", "-m", "MedSegAttentionLib.cli"]
     assert command[3:6] == ["--model-dir", str(tmp_path / "models"), "segment"]
     joined = " ".join(command)
-    for part in ("--model anunet-liver-ct", "--device cpu", "--level L2", "--progress-format machine", "--maps all"):
+    for part in ("--model anunet-liver-ct", "--device cpu", "--level L2", "--progress-format machine", "--maps all",
+                 "--map-storage percent"):
         assert part in joined
+    from MedSegAttentionLib.cli import build_parser
+
+    parsed = build_parser().parse_args(command[3:])  # the child's own parser accepts every option
+    assert (parsed.model, parsed.level, parsed.map_storage, parsed.montage) == ("anunet-liver-ct", "L2", "percent", False)
     assert "--tta" not in joined  # the card decides unless the user chose
     assert build_segment_command("in.nrrd", "out", "m", tta=True)[-1] == "--tta"
     assert build_segment_command("in.nrrd", "out", "m", tta=False)[-1] == "--no-tta"

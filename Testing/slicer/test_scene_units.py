@@ -223,6 +223,20 @@ def test_a_raw_map_is_coloured_over_its_own_range_and_the_threshold_is_a_fractio
     assert (plain.GetLowerThreshold(), raw.GetLowerThreshold()) == pytest.approx((0.5, 0.5))
     legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(imported.map_nodes["saliency"])
     assert legend.GetLabelFormat() == "%.3g"
+    # a [0, 1] map stored as whole percent: window and threshold in percent, the legend says so
+    meta["maps"][0].update(range=[0.0, 100.0], unit="percent")
+    (folder / "result.json").write_text(json.dumps(meta))
+    percent = import_result(scene, folder, load_volume(scene, tmp_path / "input.nrrd"), map_threshold=0.25).map_nodes["attention_1"]
+    display = percent.GetScalarVolumeDisplayNode()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax(), display.GetLowerThreshold()) == pytest.approx((0.0, 100.0, 25.0))
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(percent)
+    assert legend.GetLabelFormat() == "%.0f %%" and legend.GetTitleText().endswith("(in %: 100 % = 1)")
+    assert percent.GetAttribute(heatmaps.MAP_UNIT_ATTRIBUTE) == "percent"
+    meta["maps"][0]["unit"] = "permille"
+    (folder / "result.json").write_text(json.dumps(meta))
+    with pytest.raises(ResultFormatError, match="unit"):
+        read_result(folder)
+    meta["maps"][0].pop("unit")
     meta["maps"][1]["range"] = [2.0, 2.0]
     (folder / "result.json").write_text(json.dumps(meta))
     with pytest.raises(ResultFormatError, match="low < high"):

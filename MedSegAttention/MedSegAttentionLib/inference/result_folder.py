@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .imageio import geometry, write_image
+from .map_storage import stored_map
 
 if TYPE_CHECKING:
     from .engine import SegmentationResult
@@ -47,10 +48,12 @@ def _staging_folder(out_dir: Path) -> Path:
 
 
 def write_result(result: "SegmentationResult", out_dir: str | os.PathLike[str], overwrite: bool = False,
-                 montage: bool = False, image: sitk.Image | None = None) -> Path:
+                 montage: bool = False, image: sitk.Image | None = None, map_storage: str = "float32") -> Path:
     """Write the result folder (docs/result-format.md) atomically: all of it or nothing.
 
-    ``montage``: also ``overlay.png`` of ``image`` (default: the input the result carries)."""
+    ``montage``: also ``overlay.png`` of ``image`` (default: the input the result carries).
+    ``map_storage``: ``"float32"`` maps as computed, or ``"percent"`` [0, 1] maps as uint8 whole percent
+    (:mod:`.map_storage`)."""
     image = image if image is not None else result.image
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not overwrite:
@@ -59,7 +62,7 @@ def write_result(result: "SegmentationResult", out_dir: str | os.PathLike[str], 
         raise InputError(f"cannot write results to {out_dir}: it is a file, not a folder")
     staging = _staging_folder(out_dir)
     try:
-        _write_contents(result, staging, montage, image)
+        _write_contents(result, staging, montage, image, map_storage)
         if out_dir.exists():
             _replace_own_files(staging, out_dir)
         else:
@@ -73,7 +76,8 @@ def write_result(result: "SegmentationResult", out_dir: str | os.PathLike[str], 
     return out_dir
 
 
-def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, image: sitk.Image | None) -> None:
+def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, image: sitk.Image | None,
+                    map_storage: str) -> None:
     t0 = time.perf_counter()
     write_image(result.label, staging / "segmentation.nrrd")
     map_entries = []
@@ -82,11 +86,11 @@ def _write_contents(result: "SegmentationResult", staging: Path, montage: bool, 
         os.chmod(staging / "maps", 0o777 & ~_umask())
     by_name = {m["name"]: m for m in result.card.maps}
     for name, map_image in result.maps.items():
-        write_image(map_image, staging / "maps" / f"{name}.nrrd")
         entry = by_name[name]
-        value_range = result.map_ranges.get(name, (0.0, 1.0))
+        stored = stored_map(map_image, result.map_ranges.get(name, (0.0, 1.0)), map_storage)
+        write_image(stored.image, staging / "maps" / f"{name}.nrrd")
         map_entries.append({"name": name, "file": f"maps/{name}.nrrd", "title": entry["title"], "kind": entry["kind"],
-                            "range": [float(v) for v in value_range]})
+                            "range": [float(v) for v in stored.value_range], **({"unit": stored.unit} if stored.unit else {})})
     if montage and image is not None:
         from .montage import save_montage
 

@@ -18,6 +18,7 @@ OWN_INFERNO_NAME = "MedSegAttention Inferno"
 MAP_NAME_ATTRIBUTE = "MedSegAttention.MapName"
 MAP_TITLE_ATTRIBUTE = "MedSegAttention.MapTitle"  # the legend text: what the values mean
 MAP_RANGE_ATTRIBUTE = "MedSegAttention.MapRange"  # "low high": the range the colours span (result.json's range)
+MAP_UNIT_ATTRIBUTE = "MedSegAttention.MapUnit"  # "percent" for a [0, 1] map stored as whole percent (result.json's unit)
 RESULT_REFERENCE_ROLE = "MedSegAttention.resultSegmentation"  # map -> the segmentation of its run (saved with the scene)
 LEGEND_CLASS = "vtkMRMLColorLegendDisplayNode"
 DEFAULT_THRESHOLD = 0.05
@@ -116,16 +117,18 @@ def import_map(
     node.SetAttribute("MedSegAttention.MapKind", map_info.kind)
     record_value_range(node, map_info.value_range)
     scene.AddNode(node)
-    show_as_heatmap(scene, node, map_info.title, map_info.value_range, threshold)
+    show_as_heatmap(scene, node, map_info.title, map_info.value_range, threshold, map_info.unit)
     return node
 
 
 def show_as_heatmap(
     scene: "slicer.vtkMRMLScene", node: "slicer.vtkMRMLScalarVolumeNode", title: str,
-    value_range: tuple[float, float] = (0.0, 1.0), threshold: float = DEFAULT_THRESHOLD,
+    value_range: tuple[float, float] = (0.0, 1.0), threshold: float = DEFAULT_THRESHOLD, unit: str | None = None,
 ) -> None:
     """Give a map volume in the scene its heat-map display (its own display node reconfigured, or a
-    new one) and its hidden colour legend."""
+    new one) and its hidden colour legend; ``unit`` ("percent" or None) is recorded on the node."""
+    if unit:
+        node.SetAttribute(MAP_UNIT_ATTRIBUTE, unit)
     display = node.GetScalarVolumeDisplayNode()
     if display is None:
         display = slicer.vtkMRMLScalarVolumeDisplayNode()
@@ -133,22 +136,31 @@ def show_as_heatmap(
         node.SetAndObserveDisplayNodeID(display.GetID())
     configure_heatmap_display(display, inferno_color_node(scene).GetID(), threshold, value_range)
     if slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node) is None:
-        add_color_legend(scene, node, title, value_range)
+        add_color_legend(scene, node, title, value_range, unit)
+
+
+def legend_text(title: str, value_range: tuple[float, float], unit: str | None = None) -> tuple[str, str]:
+    """The legend's title and label format: one decimal for 0-1 maps, whole percent with the sign for
+    maps stored as percent (the title says so), three significant digits for raw ranges."""
+    if unit == "percent":
+        return f"{title} (in %: 100 % = 1)", "%.0f %%"
+    return title, "%.1f" if tuple(value_range) == (0.0, 1.0) else "%.3g"
 
 
 def add_color_legend(
     scene: "slicer.vtkMRMLScene", map_node: "slicer.vtkMRMLScalarVolumeNode", title: str,
-    value_range: tuple[float, float] = (0.0, 1.0),
+    value_range: tuple[float, float] = (0.0, 1.0), unit: str | None = None,
 ) -> "slicer.vtkMRMLColorLegendDisplayNode":
-    """A colour legend (Inferno over the map's window) for the map, hidden until the map is shown;
-    labels with one decimal for 0-1 maps, three significant digits for raw ranges."""
+    """A colour legend (Inferno over the map's window) for the map, hidden until the map is shown,
+    titled and labelled by :func:`legend_text`."""
     if not scene.IsNodeClassRegistered(LEGEND_CLASS):  # the Colors module registers it inside Slicer
         scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
     legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(map_node)
     if legend is None:
         raise RuntimeError(f"Slicer could not add a colour legend to {map_node.GetName()}")
-    legend.SetTitleText(title)
-    legend.SetLabelFormat("%.1f" if tuple(value_range) == (0.0, 1.0) else "%.3g")
+    title_text, label_format = legend_text(title, value_range, unit)
+    legend.SetTitleText(title_text)
+    legend.SetLabelFormat(label_format)
     legend.SetVisibility(False)
     return legend
 

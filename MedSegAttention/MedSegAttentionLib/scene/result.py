@@ -41,14 +41,16 @@ class LabelInfo:
 
 @dataclass(frozen=True)
 class MapInfo:
-    """One evidence map: short name, file (absolute), title, kind, and the range its colours span
-    (``range`` in result.json; [0, 1] when absent, as results written before it had one)."""
+    """One evidence map: short name, file (absolute), title, kind, the range its colours span
+    (``range`` in result.json; [0, 1] when absent, as results written before it had one) and the unit
+    of its stored values (``"percent"`` for a [0, 1] map stored as whole percent; None: the map's own)."""
 
     name: str
     path: Path
     title: str
     kind: str
     value_range: tuple[float, float] = (0.0, 1.0)
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,12 @@ def _value_range(raw: Any, where: str) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ResultFormatError(f"{where} must be finite with low < high, got {raw!r}")
     return lo, hi
+
+
+def _unit(raw: Any, where: str) -> str | None:
+    if raw not in (None, "percent"):
+        raise ResultFormatError(f"{where} must be \"percent\" or absent, got {raw!r}")
+    return raw
 
 
 def _inside(folder: Path, relative: str, where: str) -> Path:
@@ -154,6 +162,7 @@ def read_result(folder: str | os.PathLike[str]) -> ResultDescription:
                 title=str(entry.get("title") or entry["name"]),
                 kind=str(entry.get("kind") or "map"),
                 value_range=_value_range(entry.get("range", [0.0, 1.0]), f"maps[{i}].range"),
+                unit=_unit(entry.get("unit"), f"maps[{i}].unit"),
             )
         )
     return ResultDescription(

@@ -76,6 +76,7 @@ class SequenceRun(BatchRun):
         self._sequences: dict[str, "slicer.vtkMRMLSequenceNode"] = {}  # SEGMENTATION_KEY or map name
         self._map_titles: dict[str, str] = {}
         self._map_ranges: dict[str, tuple[float, float]] = {}
+        self._map_units: dict[str, str | None] = {}
         self._result: SceneResult | None = None
 
     # ------------------------------------------------------------------ what the panel reads
@@ -145,6 +146,7 @@ class SequenceRun(BatchRun):
             for name, node in imported.map_nodes.items():
                 self._sequence_for(name).SetDataNodeAtValue(node, value)
                 self._map_titles[name] = imported.map_titles.get(name, name)
+                self._map_units[name] = node.GetAttribute(heatmaps.MAP_UNIT_ATTRIBUTE)
                 low, high = heatmaps.recorded_value_range(node)
                 old = self._map_ranges.get(name, (low, high))
                 self._map_ranges[name] = (min(low, old[0]), max(high, old[1]))
@@ -204,7 +206,8 @@ class SequenceRun(BatchRun):
                 continue
             node = self.browser.GetProxyNode(sequence)
             node.SetName(self.scene.GenerateUniqueName(f"{self.proxy_volume.GetName()} {self._map_titles[name]}"))
-            heatmaps.show_as_heatmap(self.scene, node, self._map_titles[name], self._map_ranges[name])
+            heatmaps.show_as_heatmap(self.scene, node, self._map_titles[name], self._map_ranges[name],
+                                     unit=self._map_units.get(name))
             node.SetNodeReferenceID(heatmaps.RESULT_REFERENCE_ROLE, segmentation.GetID())
             maps[name] = node
         for node in (segmentation, *maps.values()):

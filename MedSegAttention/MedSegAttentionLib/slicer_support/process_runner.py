@@ -63,17 +63,19 @@ def build_segment_command(
     model_dir: str | os.PathLike[str] | None = None,
     python: str | None = None,
     tta: bool | None = None,
+    map_storage: str = "percent",
 ) -> list[str]:
     """``medseg segment`` with machine progress; the result lands in ``output_dir/<case name>``.
 
     ``tta``: test-time mirroring on (``--tta``, adds the uncertainty map), off (``--no-tta``) or as the card says.
+    ``map_storage``: the module loads [0, 1] maps as whole percent in one byte (a quarter of float32).
     """
     command = [python or python_executable(), "-m", "MedSegAttentionLib.cli"]
     if model_dir:
         command += ["--model-dir", str(model_dir)]
     command += [
         "segment", str(input_path), "--model", model_id, "--device", device, "--output-dir", str(output_dir),
-        "--maps", maps, "--progress-format", "machine", "--no-montage", "--overwrite",
+        "--maps", maps, "--map-storage", map_storage, "--progress-format", "machine", "--no-montage", "--overwrite",
     ]
     if level:
         command += ["--level", level]
