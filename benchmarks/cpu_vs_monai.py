@@ -8,7 +8,10 @@ with each backend (``openvino``: the engine's CPU default when installed; ``pyto
 interleaved (MONAI, ours, ours, MONAI, ...) so that a change of machine load hits every column; min
 and median are printed. Agreement: Dice of our label against MONAI's on the model grid, and Dice of
 each against the ground truth when the case has one. Cascades (RA-UNet) and RSTN's rounds have no
-MONAI counterpart: only our backends are timed.
+MONAI counterpart: only our backends are timed. Where the engine plans one window over the whole
+volume (a card's ``max_window_voxels``, :mod:`MedSegAttentionLib.inference.window_plan`), MONAI is
+also timed with that window (``monai_planned``), so the gain of the planning and of the runtime show
+apart; the speed-up is against MONAI with the card's windows, as its users would run it.
 
     python benchmarks/cpu_vs_monai.py --bundled --cases 3 --repeats 3          # bundled LA models
     python benchmarks/cpu_vs_monai.py --models sipnet-prostate-mr --volume prostate --repeats 1
@@ -32,6 +35,7 @@ from MedSegAttentionLib.inference.imageio import read_image
 from MedSegAttentionLib.inference.openvino_backend import openvino_version
 from MedSegAttentionLib.inference.preprocessing import preprocess
 from MedSegAttentionLib.inference.sizes import patch_size_zyx, resize_in_plane, size_yx
+from MedSegAttentionLib.inference.window_plan import plan_window
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.models import build_network
 from rows import emit
@@ -47,10 +51,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
 
 
-def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor, batch: int = 2, amp: bool = False):  # noqa: ANN001, ANN201
-    """A function giving MONAI's (K, z, y, x) probabilities for the card's window settings, or None:
-    ``sliding_window_inference`` (3D) or ``SliceInferer`` (2D, after the in-plane resize a card with
-    ``slice_size`` asks for), ``batch`` windows or slices at a time, under bf16 autocast with ``amp``."""
+def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor, batch: int = 2, amp: bool = False,  # noqa: ANN001, ANN201
+                 window: tuple[int, ...] | None = None):
+    """A function giving MONAI's (K, z, y, x) probabilities for the card's window settings (or 3D
+    ``window`` instead of the card's), or None: ``sliding_window_inference`` (3D) or ``SliceInferer``
+    (2D, after the in-plane resize a card with ``slice_size`` asks for), ``batch`` windows or slices at
+    a time, under bf16 autocast with ``amp``."""
     from monai.inferers import SliceInferer, sliding_window_inference
 
     inference = card.inference
@@ -61,7 +67,7 @@ def monai_runner(card, net: torch.nn.Module, volume: torch.Tensor, batch: int = 
             return torch.softmax(net(x).logits.float(), 1)
 
     if mode == "sliding_window":
-        patch = patch_size_zyx(inference)
+        patch = window or patch_size_zyx(inference)
         blend = "gaussian" if inference.get("blend", "gaussian") == "gaussian" else "constant"
         return lambda: sliding_window_inference(volume[None], patch, batch, network, overlap=overlap, mode=blend,
                                                 sigma_scale=0.125)[0]
@@ -89,22 +95,32 @@ def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None
         engine_net = next(iter(predictors.values())).networks["main"]
         torch_net = build_network(engine_net.config).eval()
         torch_net.load_state_dict(engine_net.state_dict())
-    monai = monai_runner(card, torch_net, volume) if torch_net is not None else None
-    results, times = {}, {name: [] for name in [*predictors, *(["monai"] if monai else [])]}
+    runners = {}
+    if torch_net is not None:
+        runners["monai"] = monai_runner(card, torch_net, volume)
+        planned = plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference, torch_net.size_divisor)
+        if card.inference["mode"] == "sliding_window" and planned != patch_size_zyx(card.inference):
+            runners["monai_planned"] = monai_runner(card, torch_net, volume, window=planned)  # the engine's window
+    runners = {name: run for name, run in runners.items() if run is not None}
+    monai = runners.get("monai")
+    results, times = {}, {name: [] for name in [*predictors, *runners]}
     for backend, predictor in predictors.items():  # warm-up: OpenVINO converts or loads its model once
         results[backend] = predictor.predict(image, maps=False)
     monai_probs = None
     for _ in range(repeats):
         with torch.inference_mode():
-            if monai is not None:
+            for name, run in runners.items():
                 start = time.perf_counter()
-                monai_probs = monai()
-                times["monai"].append(time.perf_counter() - start)
+                probs = run()
+                times[name].append(time.perf_counter() - start)
+                monai_probs = probs if name == "monai" else monai_probs
         for backend, predictor in predictors.items():
             start = time.perf_counter()
             results[backend] = predictor.predict(image, maps=False)
             times[backend].append(time.perf_counter() - start)
     row = {"model": card.id, "input": list(image.GetSize()), "model_grid": list(volume.shape[1:]),
+           "window": list(plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference,
+                                      getattr(torch_net, "size_divisor", 1))) if card.inference["mode"] == "sliding_window" else None,
            "backends": {b: r.backend for b, r in results.items()}}
     for name, values in times.items():
         row[f"{name}_min_s"], row[f"{name}_median_s"] = round(min(values), 3), round(statistics.median(values), 3)

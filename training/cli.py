@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-tta", dest="tta", action="store_false", help="test-time mirroring off")
     ev.add_argument("--maps", action="store_true", help="also compute the evidence maps and their spread near the organ")
     ev.add_argument("--level", choices=list(PRUNING_LEVELS), help="ANU-Net pruning level (default: the card's)")
+    ev.add_argument("--inference", action="append", default=[], metavar="KEY=VALUE",
+                    help="change one of the card's inference settings (as medseg segment --inference), e.g. "
+                         "max_window_voxels=1000000 to measure planned whole-volume windows")
     cv = sub.add_parser("cv", help="k-fold cross-validation: fit (resumable) and evaluate every fold, print the table")
     cv.add_argument("--recipe", required=True)
     cv.add_argument("--data", required=True)
@@ -161,9 +164,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     suffix = ("" if args.variant == "original" else f"_{args.variant}") + {None: "", True: "_tta", False: "_notta"}[args.tta]
     suffix += f"_{args.level}" if args.level else ""
+    if args.inference and not args.out:
+        print("evaluate --inference needs --out (the results differ from the card's)", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(card_path).parent / f"evaluation_fold_{args.fold}{suffix}"
     summary = evaluate_model(card_path, weights_path, args.data, args.fold, out, args.splits_dir, args.label_mapping,
-                             args.device, args.variant, args.tta, args.maps, args.level)
+                             args.device, args.variant, args.tta, args.maps, args.level, args.inference)
     print(format_summary(summary))
     print(f"per-case table: {out / 'per_case.csv'}; summary: {out / 'summary.json'}")
     return 0

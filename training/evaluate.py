@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedSegAttentionLib.modelstore.cards import ModelCard
+from MedSegAttentionLib.cli import with_inference_settings
 from MedSegAttentionLib.inference.engine import Predictor
 from MedSegAttentionLib.modelstore.store import ModelStore
 
@@ -115,15 +116,16 @@ def evaluate_cases(card: ModelCard, store: ModelStore, cases: Sequence[Case], la
 def evaluate_model(card_path: str | Path, weights_path: str | Path, data: str | Path, fold: int | str,
                    out_dir: str | Path, splits_dir: str | Path | None = None, label_mapping: Any = None,
                    device: str = "auto", variant: str = "original", tta: bool | None = None,
-                   with_maps: bool = False, level: str | None = None) -> dict[str, Any]:
+                   with_maps: bool = False, level: str | None = None, inference: Sequence[str] = ()) -> dict[str, Any]:
     """Install the model in a temporary store, evaluate the fold's validation cases (delivered as
-    ``variant``), write the table and summary to ``out_dir``; returns the summary."""
+    ``variant``, with the card's inference settings changed by ``inference``, ``KEY=VALUE`` items as
+    ``medseg segment --inference`` takes them), write the table and summary to ``out_dir``; returns the summary."""
     card = ModelCard.load(card_path)
     if label_mapping is None:
         label_mapping = ((card.weights or {}).get("provenance") or {}).get("label_mapping")
     with tempfile.TemporaryDirectory(prefix="medseg-eval-") as tmp:
         store = ModelStore(tmp)
-        card = store.install_card(card_path, weights_path)
+        card = with_inference_settings(store.install_card(card_path, weights_path), list(inference))
         cases = _cases_for_fold(data, fold, card, splits_dir)
         if not cases:
             raise ValueError(f"fold {fold!r} has no validation cases")

@@ -241,7 +241,7 @@ def cmd_install(args: argparse.Namespace, store) -> int:  # noqa: ANN001
 def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_event: threading.Event) -> int:  # noqa: ANN001
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    card = _with_inference_settings(store.card(args.model), args.inference)
+    card = with_inference_settings(store.card(args.model), args.inference)
     maps: bool | list[str] = True if args.maps == "all" else False if args.maps == "none" else [m for m in args.maps.split(",") if m]
     cases, shard_device = _shard(expand_inputs(args.inputs))
     device = shard_device if shard_device and args.device == "auto" else args.device
@@ -268,7 +268,7 @@ def cmd_segment(args: argparse.Namespace, store, reporter: Reporter, cancel_even
     return EXIT_OK
 
 
-def _with_inference_settings(card, settings: list[str]):  # noqa: ANN001, ANN202
+def with_inference_settings(card, settings: list[str]):  # noqa: ANN001, ANN202
     """The card with ``--inference KEY=VALUE`` changes (VALUE as JSON, else as text); a bad one is an InputError."""
     changes: dict[str, object] = {}
     for item in settings:

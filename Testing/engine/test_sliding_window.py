@@ -92,3 +92,35 @@ def test_progress_is_monotonic_and_cancel_stops() -> None:
     calls = iter(range(100))
     with pytest.raises(Cancelled):
         sliding_window_inference(volume, net, (8, 8, 8), RunContext(batch_size=2, cancel=lambda: next(calls) >= 2))
+
+
+def test_window_plan_covers_the_volume_only_when_the_card_allows_it() -> None:
+    from MedSegAttentionLib.inference.window_plan import plan_window
+
+    card = (48, 64, 64)
+    assert plan_window((44, 74, 92), card, {}) == card  # no max_window_voxels: the card's windows
+    # the whole volume, rounded up to multiples of 16 (and of the divisor), never under the card's window
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 400_000}, 8) == (48, 80, 96)
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 400_000}, (8, 8, 32)) == (48, 80, 96)
+    assert plan_window((44, 74, 100), card, {"max_window_voxels": 500_000}, (8, 8, 32)) == (48, 80, 128)
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 368_639}, 8) == card  # one voxel short: fixed
+    assert plan_window((20, 30, 40), card, {"max_window_voxels": 10**6}) == card  # smaller than one window anyway
+    # scans of similar size share one window shape (a backend that checks each shape does it once)
+    assert len({plan_window((44, y, x), card, {"max_window_voxels": 10**6}, 8) for y in range(66, 81) for x in range(82, 97)}) == 1
+
+
+def test_the_sliding_window_pipeline_runs_one_planned_window_over_the_volume() -> None:
+    """With ``max_window_voxels`` the pipeline's answer is the network's whole-volume pass (one window,
+    nothing blended); without it, overlapping card windows, which differ at their seams for a 3x3 net."""
+    from MedSegAttentionLib.inference.pipelines import run_sliding_window
+
+    net = _Conv(kernel=3).eval()
+    volume = torch.randn(1, 16, 30, 40)
+    inference = {"mode": "sliding_window", "patch_size": [16, 16, 16], "overlap": 0.5}
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(volume[None], (0, 8, 0, 2, 0, 0), mode="replicate")
+        whole = torch.softmax(net(padded).logits, 1)[0, :, :16, :30, :40]
+    planned, _ = run_sliding_window(volume, {"main": net}, {**inference, "max_window_voxels": 16 * 32 * 48}, RunContext(), False)
+    torch.testing.assert_close(planned, whole)
+    fixed, _ = run_sliding_window(volume, {"main": net}, inference, RunContext(), False)
+    assert fixed.shape == whole.shape and not torch.allclose(fixed, whole, atol=1e-4)

@@ -111,6 +111,12 @@ def test_cli_fit_then_evaluate(phantom_sets, tmp_path, capsys) -> None:
         summary = json.loads((tmp_path / target / "summary.json").read_text())
         assert summary["cases"] == 1 and set(summary["classes"]["prostate"]) == {"dice", "iou", "voe", "rvd", "hd95", "assd"}
     assert "dice" in capsys.readouterr().out
+    # an inference setting changed for the evaluation (as medseg segment --inference) lands in its own folder
+    assert main(["evaluate", "--model-dir", str(export), "--data", str(data), "--fold", "0", "--splits-dir", str(out),
+                 "--device", "cpu", "--inference", "max_window_voxels=10"]) == 2
+    assert main(["evaluate", "--model-dir", str(export), "--data", str(data), "--fold", "0", "--splits-dir", str(out),
+                 "--device", "cpu", "--inference", "max_window_voxels=1000000", "--out", str(tmp_path / "eval_whole")]) == 0
+    assert json.loads((tmp_path / "eval_whole" / "summary.json").read_text())["cases"] == 1
 
 
 @pytest.mark.shared_data

@@ -28,6 +28,7 @@ from .postprocessing import class_index, keep_largest_component
 from .preprocessing import preprocess, resample_to_reference, same_grid
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format, mixed_precision
 from .sliding_window import choose_batch_size
+from .window_plan import plan_window
 from ..modelstore.store import ModelStore
 from .tta import UNCERTAINTY_MAP, mirror_members, predict_mirrored
 from .input_checks import empty_result_warnings, validate_volume
@@ -283,7 +284,10 @@ def _batch_for_memory(
         return ctx.batch_size
     voxels = int(volume[0].numel())
     planes = networks[role].num_classes + 1 + (len(card.maps) if with_maps else 0) + volume.shape[0]
-    return choose_batch_size(networks[role], patch_size_zyx(card.inference), volume.shape[0], ctx, budget_gib, planes * voxels * 4)
+    window = patch_size_zyx(card.inference)
+    if role == "main":  # the window the sliding-window pipeline will use on this volume
+        window = plan_window(volume.shape[1:], window, card.inference, networks[role].size_divisor)
+    return choose_batch_size(networks[role], window, volume.shape[0], ctx, budget_gib, planes * voxels * 4)
 
 
 def _mirror_axes(card: ModelCard, tta: bool | None) -> list[int] | None:

@@ -16,6 +16,7 @@ from ..models import SegmentationNetwork
 from .runcontext import RunContext
 from .sizes import patch_size_zyx, resize_in_plane, size_yx
 from .sliding_window import Prediction, sliding_window_inference, slicewise_inference
+from .window_plan import plan_window
 
 Pipeline = Callable[[torch.Tensor, Mapping[str, SegmentationNetwork], Mapping[str, Any], RunContext, bool], Prediction]
 
@@ -23,10 +24,12 @@ Pipeline = Callable[[torch.Tensor, Mapping[str, SegmentationNetwork], Mapping[st
 def run_sliding_window(
     volume: torch.Tensor, networks: Mapping[str, SegmentationNetwork], inference: Mapping[str, Any], ctx: RunContext, with_maps: bool
 ) -> Prediction:
+    """3D windows: the card's, or one over the whole volume where the card allows it (:mod:`.window_plan`)."""
+    net = networks["main"]
     return sliding_window_inference(
         volume,
-        networks["main"],
-        patch_size_zyx(inference),
+        net,
+        plan_window(volume.shape[1:], patch_size_zyx(inference), inference, net.size_divisor),
         ctx,
         overlap=float(inference.get("overlap", 0.5)),
         blend=str(inference.get("blend", "gaussian")),
