@@ -208,6 +208,9 @@ def test_every_frame_of_a_sequence_through_the_real_cli(tmp_path: Path) -> None:
     result = run.imported
     assert sorted(result.map_nodes) == ["attention_1", "attention_2", "attention_3"]
     assert logic.inputVolumeOf(result) is proxy
+    for node in result.map_nodes.values():  # the frames' maps arrive as whole percent; the proxies' legends say so
+        assert heatmaps.recorded_value_range(node) == (0.0, 100.0)
+        assert slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node).GetLabelFormat() == "%.0f %%"
     for item in (1, 0):
         browser.SetSelectedItemNumber(item)
         logic.sequencesLogic.UpdateProxyNodesFromSequences(browser)
