@@ -25,7 +25,9 @@ import torch
 from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.inference.engine import segment
 from MedSegAttentionLib.models import build_network
+from MedSegAttentionLib.cli import with_inference_settings
 from MedSegAttentionLib.inference.sizes import patch_size_zyx
+from MedSegAttentionLib.inference.window_plan import plan_window
 from MedSegAttentionLib.modelstore.store import ModelStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -78,6 +80,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="windows/slices per batch (default: the engine's choice for the device)")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino"],
                         help="the engine's CPU runtime (the tables in docs/benchmarks.md before 2026-11-27 are PyTorch)")
+    parser.add_argument("--inference", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a card inference setting as medseg segment --inference does, e.g. "
+                             "max_window_voxels=2000000 (windows planned to span the volume)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -90,6 +95,7 @@ def main() -> None:
     for card in builtin_cards():
         if args.models and card.id not in args.models:
             continue
+        card = with_inference_settings(card, args.inference)
         torch.manual_seed(0)
         networks = {role: build_network(config) for role, config in card.networks.items()}
         if device.type == "cuda":
@@ -107,10 +113,12 @@ def main() -> None:
             from MedSegAttentionLib.inference.sliding_window import window_starts
             from MedSegAttentionLib.inference.preprocessing import model_grid
 
-            patch = patch_size_zyx(card.inference)
             grid = model_grid(image, card.preprocessing.spacing_for(image))
+            spatial = tuple(reversed(grid.GetSize()))
+            patch = plan_window(spatial, patch_size_zyx(card.inference), card.inference, networks["main"].size_divisor)
             windows = int(np.prod([len(window_starts(max(s, p), p, card.inference.get("overlap", 0.5)))
-                                   for s, p in zip(reversed(grid.GetSize()), patch)]))
+                                   for s, p in zip(spatial, patch)]))
+            row["window"], row["windows"] = list(patch), windows
             flops = flops_per_window(networks["main"], card.input_channels, patch, device) * windows
             row["tflops_effective"] = round(flops / result.timings["inference"] / 1e12, 2)
         rows.append(row)
