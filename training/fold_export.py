@@ -63,6 +63,7 @@ def export_fold(recipe: Recipe, fold_dir: str | Path, out_dir: str | Path | None
         "torch": torch.__version__,
         "python": platform.python_version(),
         "label_mapping": recipe["data"].get("label_mapping"),
+        **({"recipe_changes": list(recipe.overrides)} if recipe.overrides else {}),  # --set and --max-steps: a warm start, a schedule
         "validation": validation,
         **(extra or {}),
     }

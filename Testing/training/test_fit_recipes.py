@@ -85,6 +85,7 @@ def test_cli_fit_then_evaluate(phantom_sets, tmp_path, capsys) -> None:
     val_cases = json.loads((out / "splits.json").read_text())[0]["val"]
     provenance = json.loads(card_path.read_text())["weights"]["provenance"]
     assert provenance["val_cases"] == val_cases and provenance["fold"] == 0
+    assert provenance["recipe_changes"] == tiny_overrides(name, steps=2)  # how the run changed the recipe, kept
     assert provenance["validation"]["main"]["metrics"]["dice"] is not None
 
     store = tmp_path / "store"
