@@ -24,7 +24,7 @@ Pipeline = Callable[[torch.Tensor, Mapping[str, SegmentationNetwork], Mapping[st
 def run_sliding_window(
     volume: torch.Tensor, networks: Mapping[str, SegmentationNetwork], inference: Mapping[str, Any], ctx: RunContext, with_maps: bool
 ) -> Prediction:
-    """3D windows: the card's, or one over the whole volume where the card allows it (:mod:`.window_plan`)."""
+    """3D windows: the card's, or windows spanning the volume where the card allows it (:mod:`.window_plan`)."""
     net = networks["main"]
     return sliding_window_inference(
         volume,

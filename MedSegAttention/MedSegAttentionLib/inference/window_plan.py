@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from .sliding_window import window_starts
 
-__all__ = ["SHAPE_STEP", "plan_window"]
+__all__ = ["SHAPE_STEP", "computed_voxels", "plan_window"]
 
 SHAPE_STEP = 16  # voxels; window sizes are multiples of this (and of the network's size divisor)
 
@@ -57,4 +57,4 @@ def plan_window(spatial: Sequence[int], card_window: Sequence[int], inference: M
     options = {tuple(w if span else p for span, w, p in zip(spans, whole, card_window))
                for spans in itertools.product((False, True), repeat=len(card_window))}
     fitting = [w for w in options if math.prod(w) <= int(limit)] or [card_window]
-    return min(fitting, key=lambda w: (computed_voxels(spatial, w, overlap), math.prod(w)))
+    return min(fitting, key=lambda w: (computed_voxels(spatial, w, overlap), math.prod(w), w))
