@@ -153,16 +153,19 @@ def save_case_montage(results: Sequence[FoldResult], data: str | Path, path: str
 
 
 def _draw_case(ax, grey: np.ndarray, gt: np.ndarray, result, title: str, fontsize: int) -> None:  # noqa: ANN001
-    """One panel: the axial slice through the label's centre, the result's first map (inferno, 0-1, values
-    under 0.05 clear), the label (white) and prediction (red) outlines."""
+    """One panel: the axial slice through the label's centre, the result's first map (inferno over the
+    map's range, [0, 1] for most maps, the scan's own minimum to maximum for raw ones such as RSTN's
+    saliency weights; values under 5 % of the range clear), the label (white) and prediction (red) outlines."""
     import SimpleITK as sitk
 
     z = int(np.round(np.mean(np.flatnonzero(gt.reshape(gt.shape[0], -1).any(axis=1))))) if gt.any() else gt.shape[0] // 2
     lo, hi = np.percentile(grey, [1, 99])
     ax.imshow(grey[z], cmap="gray", vmin=lo, vmax=hi)
     if result.maps:
-        heat = sitk.GetArrayFromImage(next(iter(result.maps.values())))[z]
-        ax.imshow(np.ma.masked_less(heat, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.45)
+        name, image = next(iter(result.maps.items()))
+        low, high = result.map_ranges.get(name, (0.0, 1.0))
+        heat = sitk.GetArrayFromImage(image)[z]
+        ax.imshow(np.ma.masked_less(heat, low + 0.05 * (high - low)), cmap="inferno", vmin=low, vmax=high, alpha=0.45)
     ax.contour(gt[z], levels=[0.5], colors="white", linewidths=1.0)
     ax.contour((sitk.GetArrayFromImage(result.label) > 0)[z], levels=[0.5], colors="red", linewidths=1.0)
     ax.set_title(title, fontsize=fontsize)
@@ -225,9 +228,10 @@ def save_comparison(results: Sequence[FoldResult], data: str | Path, case_id: st
             card = store.install_card(*find_model(fold.export_dir))
             shown = [m for m in card.maps if m["kind"] != "uncertainty"][:1]
             result = segment(image, card, store, device=device, maps=[shown[0]["name"]] if shown else False)
-            legend = shown[0]["title"].split(":")[0] if shown else "no evidence map"
+            legend = shown[0]["title"].split(":")[0].split(" (Eq.")[0] if shown else "no evidence map"
             _draw_case(ax, grey, gt, result, f"{model}: Dice {fold.case_dice()[case_id]:.3f}\n{legend}", 8)
-    fig.suptitle(f"{case_id}: label (white), prediction (red), each network's evidence map (inferno, 0-1)", fontsize=9)
+    fig.suptitle(f"{case_id}: label (white), prediction (red), each network's evidence map (inferno over its range: "
+                 "0-1, raw saliency over this scan's own)", fontsize=9)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
