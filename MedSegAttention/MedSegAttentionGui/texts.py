@@ -7,9 +7,9 @@ def helpText() -> str:
     return _(
         "Segment 3D CT and MR volumes with published attention networks and see the evidence each network "
         "used (attention masks, context residuals, saliency, and an uncertainty map from test-time mirroring) "
-        "as heat maps whose legends say what the values mean. Ships ready to run with four left-atrium models for "
-        "3D late-gadolinium-enhanced MR (compact SIP-Net, ANU-Net prunable L1-L4, ConResNet and the RA-UNet "
-        "cascade, trained on the LeftAtrium2018 data), so networks and their evidence can be compared on the same "
+        "as heat maps whose legends say what the values mean. Ships ready to run with five left-atrium models for "
+        "3D late-gadolinium-enhanced MR, one per network (compact SIP-Net, ANU-Net prunable L1-L4, ConResNet, the "
+        "RA-UNet cascade and RSTN, trained on the LeftAtrium2018 data), so networks and their evidence can be compared on the same "
         "scan; the prostate, pancreas and liver models (SIP-Net, ConResNet, ANU-Net, RA-UNet, RSTN) run once their "
         "weights are installed. Each run makes a new segmentation in the input's study, or replaces the one chosen "
         "as Output. Inference runs in a separate process; Cancel stops it. Needs 3D Slicer 5.10 or later. "
