@@ -95,12 +95,15 @@ def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None
         engine_net = next(iter(predictors.values())).networks["main"]
         torch_net = build_network(engine_net.config).eval()
         torch_net.load_state_dict(engine_net.state_dict())
+    planned = None  # the engine's window (sliding-window cards)
+    if card.inference["mode"] == "sliding_window":
+        net = next(iter(predictors.values())).networks["main"]
+        planned = plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference, net.divisors())
     runners = {}
     if torch_net is not None:
         runners["monai"] = monai_runner(card, torch_net, volume)
-        planned = plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference, torch_net.size_divisor)
-        if card.inference["mode"] == "sliding_window" and planned != patch_size_zyx(card.inference):
-            runners["monai_planned"] = monai_runner(card, torch_net, volume, window=planned)  # the engine's window
+        if planned is not None and planned != patch_size_zyx(card.inference):
+            runners["monai_planned"] = monai_runner(card, torch_net, volume, window=planned)
     runners = {name: run for name, run in runners.items() if run is not None}
     monai = runners.get("monai")
     results, times = {}, {name: [] for name in [*predictors, *runners]}
@@ -119,8 +122,7 @@ def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None
             results[backend] = predictor.predict(image, maps=False)
             times[backend].append(time.perf_counter() - start)
     row = {"model": card.id, "input": list(image.GetSize()), "model_grid": list(volume.shape[1:]),
-           "window": list(plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference,
-                                      getattr(torch_net, "size_divisor", 1))) if card.inference["mode"] == "sliding_window" else None,
+           "window": list(planned) if planned is not None else None,
            "backends": {b: r.backend for b, r in results.items()}}
     for name, values in times.items():
         row[f"{name}_min_s"], row[f"{name}_median_s"] = round(min(values), 3), round(statistics.median(values), 3)

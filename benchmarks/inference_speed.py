@@ -115,7 +115,7 @@ def main() -> None:
 
             grid = model_grid(image, card.preprocessing.spacing_for(image))
             spatial = tuple(reversed(grid.GetSize()))
-            patch = plan_window(spatial, patch_size_zyx(card.inference), card.inference, networks["main"].size_divisor)
+            patch = plan_window(spatial, patch_size_zyx(card.inference), card.inference, networks["main"].divisors())
             windows = int(np.prod([len(window_starts(max(s, p), p, card.inference.get("overlap", 0.5)))
                                    for s, p in zip(spatial, patch)]))
             row["window"], row["windows"] = list(patch), windows

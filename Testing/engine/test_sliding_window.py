@@ -100,22 +100,22 @@ def test_window_plan_covers_the_volume_only_when_the_card_allows_it() -> None:
     card = (48, 64, 64)
     assert plan_window((44, 74, 92), card, {}) == card  # no max_window_voxels: the card's windows
     # the whole volume, rounded up to multiples of 16 (and of the divisor), never under the card's window
-    assert plan_window((44, 74, 92), card, {"max_window_voxels": 400_000}, 8) == (48, 80, 96)
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 400_000}, (8, 8, 8)) == (48, 80, 96)
     assert plan_window((44, 74, 92), card, {"max_window_voxels": 400_000}, (8, 8, 32)) == (48, 80, 96)
     assert plan_window((44, 74, 100), card, {"max_window_voxels": 500_000}, (8, 8, 32)) == (48, 80, 128)
     # one voxel short of the whole volume: the fewest voxels computed spans the axis where that saves most
-    assert plan_window((44, 74, 92), card, {"max_window_voxels": 368_639}, 8) == (48, 80, 64)
-    assert plan_window((44, 74, 92), card, {"max_window_voxels": 48 * 80 * 64 - 1}, 8) == card
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 368_639}, (8, 8, 8)) == (48, 80, 64)
+    assert plan_window((44, 74, 92), card, {"max_window_voxels": 48 * 80 * 64 - 1}, (8, 8, 8)) == card
     assert plan_window((20, 30, 40), card, {"max_window_voxels": 10**6}) == card  # smaller than one window anyway
     # too large for one window: whole slices in slabs of the card's depth (a prostate T2 on the full-size
     # SIP-Net's grid: 4 windows instead of 144, a third of the voxels computed)
     prostate, slab = (38, 307, 307), (16, 96, 96)
-    planned = plan_window(prostate, slab, {"max_window_voxels": 2_000_000}, 8)
+    planned = plan_window(prostate, slab, {"max_window_voxels": 2_000_000}, (8, 8, 8))
     assert planned == (16, 320, 320)
     assert computed_voxels(prostate, planned, 0.5) * 3 < computed_voxels(prostate, slab, 0.5)
-    assert plan_window(prostate, slab, {"max_window_voxels": 6_000_000}, 8) == (48, 320, 320)
+    assert plan_window(prostate, slab, {"max_window_voxels": 6_000_000}, (8, 8, 8)) == (48, 320, 320)
     # scans of similar size share one window shape (a backend that checks each shape does it once)
-    assert len({plan_window((44, y, x), card, {"max_window_voxels": 10**6}, 8) for y in range(66, 81) for x in range(82, 97)}) == 1
+    assert len({plan_window((44, y, x), card, {"max_window_voxels": 10**6}, (8, 8, 8)) for y in range(66, 81) for x in range(82, 97)}) == 1
 
 
 def test_the_sliding_window_pipeline_runs_one_planned_window_over_the_volume() -> None:

@@ -286,7 +286,7 @@ def _batch_for_memory(
     planes = networks[role].num_classes + 1 + (len(card.maps) if with_maps else 0) + volume.shape[0]
     window = patch_size_zyx(card.inference)
     if role == "main":  # the window the sliding-window pipeline will use on this volume
-        window = plan_window(volume.shape[1:], window, card.inference, networks[role].size_divisor)
+        window = plan_window(volume.shape[1:], window, card.inference, networks[role].divisors())
     return choose_batch_size(networks[role], window, volume.shape[0], ctx, budget_gib, planes * voxels * 4)
 
 

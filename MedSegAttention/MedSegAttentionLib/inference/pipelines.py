@@ -29,7 +29,7 @@ def run_sliding_window(
     return sliding_window_inference(
         volume,
         net,
-        plan_window(volume.shape[1:], patch_size_zyx(inference), inference, net.size_divisor),
+        plan_window(volume.shape[1:], patch_size_zyx(inference), inference, net.divisors()),
         ctx,
         overlap=float(inference.get("overlap", 0.5)),
         blend=str(inference.get("blend", "gaussian")),

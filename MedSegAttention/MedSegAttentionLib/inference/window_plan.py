@@ -30,10 +30,6 @@ __all__ = ["SHAPE_STEP", "computed_voxels", "plan_window"]
 SHAPE_STEP = 16  # voxels; window sizes are multiples of this (and of the network's size divisor)
 
 
-def _divisors(divisor: int | Sequence[int], dims: int) -> tuple[int, ...]:
-    return tuple(int(divisor) for _ in range(dims)) if isinstance(divisor, int) else tuple(int(d) for d in divisor)
-
-
 def computed_voxels(spatial: Sequence[int], window: Sequence[int], overlap: float) -> int:
     """Voxels the network computes over a volume: windows (as the sliding window places them on the
     volume padded to at least one window) times voxels per window."""
@@ -42,9 +38,10 @@ def computed_voxels(spatial: Sequence[int], window: Sequence[int], overlap: floa
 
 
 def plan_window(spatial: Sequence[int], card_window: Sequence[int], inference: Mapping[str, Any],
-                size_divisor: int | Sequence[int] = 1) -> tuple[int, ...]:
+                divisors: Sequence[int] | None = None) -> tuple[int, ...]:
     """The window for a volume of ``spatial`` voxels (z, y, x): each axis either the card's window or
-    the whole axis (rounded up to a common multiple of :data:`SHAPE_STEP` and ``size_divisor``, at
+    the whole axis (rounded up to a common multiple of :data:`SHAPE_STEP` and the network's divisor on that
+    axis, ``net.divisors()``, at
     least the card's), the combination that computes the fewest voxels with at most the card's
     ``max_window_voxels`` per window (ties: the smaller window); the card's window without that key."""
     card_window = tuple(int(p) for p in card_window)
@@ -52,7 +49,7 @@ def plan_window(spatial: Sequence[int], card_window: Sequence[int], inference: M
     if not limit:
         return card_window
     overlap = float(inference.get("overlap", 0.5))
-    steps = [math.lcm(SHAPE_STEP, d) for d in _divisors(size_divisor, len(card_window))]
+    steps = [math.lcm(SHAPE_STEP, int(d)) for d in (divisors or (1,) * len(card_window))]
     whole = tuple(max(p, math.ceil(s / q) * q) for s, p, q in zip(spatial, card_window, steps))
     options = {tuple(w if span else p for span, w, p in zip(spans, whole, card_window))
                for spans in itertools.product((False, True), repeat=len(card_window))}
