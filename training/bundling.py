@@ -3,9 +3,11 @@
 ``python -m training bundle --model-dir runs/<recipe>/fold_<k>/export`` copies the exported weights
 into ``MedSegAttentionLib/modelstore/bundled/``, writes the export's card into ``MedSegAttentionLib/modelstore/catalog/``
 with ``weights.bundled: true`` (same SHA-256: the store verifies the bundled file like any other),
-and stores the model's output on a seeded synthetic input (:func:`reference_input`) next to the
-tests, so a test can prove the shipped weights still reproduce what was bundled. Bundled weights are
-kept small (half precision, all bundled models together at most :data:`MAX_BUNDLED_BYTES`).
+and stores the model's output on a seeded synthetic input (:func:`reference_input`, kept once for all
+models in :data:`REFERENCE_INPUT`) next to the tests, so a test can prove the shipped weights still
+reproduce what was bundled. Bundled weights are kept small (half precision, all bundled models
+together at most :data:`MAX_BUNDLED_BYTES`); a reference keeps only the foreground probabilities in
+half precision (:func:`save_reference`, :func:`load_reference`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from MedSegAttentionLib.modelstore.cards import ModelCard
 from MedSegAttentionLib.models import SegmentationNetwork
 from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
 from MedSegAttentionLib.modelstore.store import ModelStore
 
-__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "bundle_model", "bundled_bytes", "engine_evaluation", "level_evaluations", "reference_input", "reference_probabilities"]
+__all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "REFERENCE_INPUT", "bundle_model", "bundled_bytes", "engine_evaluation",
+           "level_evaluations", "load_reference", "reference_input", "reference_probabilities", "save_reference",
+           "stored_reference_input"]
 
 #: The limit for all weights shipped in the repository together (half precision).
 MAX_BUNDLED_BYTES = 25 * 1000 * 1000
 #: Where the reference outputs of bundled models live (read by Testing/engine/test_bundled_model.py).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "Testing" / "data" / "bundled"
+#: The one input all reference outputs are computed on (file name inside a reference folder).
+REFERENCE_INPUT = "reference-input.safetensors"
 
 
 def reference_input(spatial_zyx: tuple[int, int, int] = (48, 64, 64), seed: int = 20261123) -> torch.Tensor:
@@ -55,6 +61,33 @@ def reference_probabilities(networks: Mapping[str, SegmentationNetwork], x: torc
             out[role] = torch.softmax(net(slices).logits.float(), dim=1).transpose(0, 1).contiguous()
         else:
             out[role] = torch.softmax(net(x).logits.float(), dim=1)[0].contiguous()
+    return out
+
+
+def stored_reference_input(reference_dir: str | Path) -> torch.Tensor:
+    """The reference input kept in ``reference_dir`` (written from :func:`reference_input` the first time),
+    so that references stay comparable even if NumPy's random streams change."""
+    path = Path(reference_dir) / REFERENCE_INPUT
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"input": reference_input()}, str(path))
+    return load_file(str(path))["input"]
+
+
+def save_reference(path: str | Path, probabilities: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Store (K, Z, Y, X) probabilities per role compactly: classes 1..K-1 in half precision (the
+    background is one minus their sum), a quarter of what float32 with every class takes."""
+    save_file({f"probabilities.{role}": p[1:].to(torch.float16).contiguous() for role, p in probabilities.items()},
+              str(path), metadata=dict(metadata))
+
+
+def load_reference(path: str | Path) -> dict[str, torch.Tensor]:
+    """The (K, Z, Y, X) float32 probabilities per role of a :func:`save_reference` file."""
+    stored = load_file(str(path))
+    out = {}
+    for key, foreground in stored.items():
+        foreground = foreground.float()
+        out[key.removeprefix("probabilities.")] = torch.cat([1.0 - foreground.sum(0, keepdim=True), foreground])
     return out
 
 
@@ -145,7 +178,6 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
     card_target.write_text(bundled_card.to_json(), encoding="utf-8")
     reference = references / f"{card.id}.safetensors"
     reference.parent.mkdir(parents=True, exist_ok=True)
-    x = reference_input()
-    save_file({"input": x, **{f"probabilities.{role}": p for role, p in reference_probabilities(networks, x).items()}},
-              str(reference), metadata={"model": card.id, "weights_sha256": card.weights["sha256"]})  # type: ignore[index]
+    save_reference(reference, reference_probabilities(networks, stored_reference_input(references)),
+                   {"model": card.id, "weights_sha256": card.weights["sha256"]})  # type: ignore[index]
     return card_target, target_weights, reference

@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from safetensors.torch import load_file
 
 from MedSegAttentionLib.modelstore.cards import builtin_cards
 from MedSegAttentionLib.cli import main as medseg
 from MedSegAttentionLib.modelstore.paths import bundled_weights_dir
 from MedSegAttentionLib.modelstore.store import ModelStore
 from MedSegAttentionLib.modelstore.weights import sha256_file
-from training.bundling import MAX_BUNDLED_BYTES, REFERENCE_DIR, bundled_bytes, reference_probabilities
+from training.bundling import (MAX_BUNDLED_BYTES, REFERENCE_DIR, bundled_bytes, load_reference, reference_probabilities,
+                               stored_reference_input)
 from training.evaluate import map_spread
 
 FOLD_0_FIRST_VALIDATION_CASE = "la_38cws742"  # split seed 12345 (docs/results.md)
@@ -29,6 +29,8 @@ def test_the_left_atrium_sipnet_ships_and_all_bundled_weights_stay_small() -> No
     files = sorted(p.name for p in bundled_weights_dir().glob("*.safetensors"))
     assert files == sorted(card.weights["file"] for card in BUNDLED.values())  # no stray weights in the package
     assert bundled_bytes() <= MAX_BUNDLED_BYTES
+    references = sum(p.stat().st_size for p in REFERENCE_DIR.glob("*.safetensors"))
+    assert bundled_bytes() + references <= MAX_BUNDLED_BYTES  # what the repository carries for them, tests included
 
 
 @per_model
@@ -55,16 +57,17 @@ def test_a_fresh_store_runs_the_bundled_models_without_installing(tmp_path, caps
 
 @per_model
 def test_bundled_model_reproduces_its_reference_output(model_id: str, tmp_path) -> None:
-    reference = load_file(str(REFERENCE_DIR / f"{model_id}.safetensors"))
+    reference = load_reference(REFERENCE_DIR / f"{model_id}.safetensors")
     networks = ModelStore(tmp_path / "fresh").load_networks(BUNDLED[model_id], "cpu")
-    outputs = reference_probabilities(networks, reference["input"])
-    assert {f"probabilities.{role}" for role in outputs} == {key for key in reference if key != "input"}
+    outputs = reference_probabilities(networks, stored_reference_input(REFERENCE_DIR))
+    assert set(outputs) == set(reference)
     for role, probabilities in outputs.items():  # every network of a cascade or every view
-        expected = reference[f"probabilities.{role}"]
+        expected = reference[role]
+        assert probabilities.shape == expected.shape, role
         assert float((probabilities - expected).abs().max()) < 2e-3, role
         agreement = (probabilities.argmax(0) == expected.argmax(0)).float().mean()
         assert float(agreement) >= 0.999, role
-    foreground = [float(reference[key].argmax(0).float().mean()) for key in reference if key != "input"]
+    foreground = [float(p.argmax(0).float().mean()) for p in reference.values()]
     assert any(0.001 < f < 0.9 for f in foreground)  # the reference is not a trivial all-one-class map
 
 
