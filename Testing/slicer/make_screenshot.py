@@ -2,121 +2,52 @@
 
 Everything goes through the module's own code outside Slicer, on a real MRML scene (slicer-core):
 
-1. A real abdominal CT (``../shared/data/TotalSegmentatorSamples/example_ct_dicom``, 512 x 512 x 20)
-   or, when that folder is absent, a synthetic CT phantom.
-2. An ANU-Net (the catalog card's architecture, 8-128 filters, 4 mm in-plane) fitted for a few
-   minutes to this one scan's liver label (TotalSegmentator's) with the paper's loss, installed as a
-   user card. Demonstration weights only: no validated model is shipped, and a random-weight network
-   would show nothing worth looking at.
-3. The real ``medseg segment`` child process (pruned to L3), driven by ``SegmentationRun``, and the
-   result imported by ``import_result``: segments, heat-map volumes, Inferno display, legends.
-4. An axial slice (the one with most liver) rendered by Slicer's own slice pipeline
-   (``vtkMRMLSliceLogic``: the input behind in an abdominal window, the attention map in front with
-   the display node's colours, window 0-1, the module's "Hide below" threshold and opacity, the
-   segment outline in the label layer), framed with matplotlib: title, colour legend, note; saved
-   as a 256-colour PNG.
+1. A real LGE-MR scan of LeftAtrium2018 (``../shared/data/LeftAtrium2018``), by default la_38cws742,
+   the first fold-0 validation case: the bundled models did not train on it.
+2. A bundled model (default ``sipnet-left-atrium-mr``, the product's default) run by the real
+   ``medseg segment`` child process, driven by ``SegmentationRun`` from a fresh model store, and the
+   result imported by ``import_result``: segments, heat-map volumes (stored as percent), Inferno
+   display, legends.
+3. An axial slice (the one with most atrium) rendered by Slicer's own slice pipeline
+   (``vtkMRMLSliceLogic``: the input behind, the evidence map in front with the display node's
+   colours, the module's "Hide below" threshold and opacity, the segment outline in the label layer),
+   zoomed to the atrium, framed with matplotlib: title, colour legend, Dice against the expert label,
+   note; saved as a 256-colour PNG.
 
-Run (about five minutes on two CPU cores; ``--workdir`` keeps the fitted model for the next run)::
+Run (under a minute on two CPU cores)::
 
-    python Testing/slicer/make_screenshot.py [--map attention_x0_2] [--hide-below 0.5] [--all-maps] [--out PATH]
+    python Testing/slicer/make_screenshot.py [--model ID] [--case la_...] [--map attention_3] [--hide-below 0.3] [--all-maps] [--out PATH]
 
-Needs torch, MONAI, SimpleITK, slicer-core and matplotlib.
+Needs torch, MONAI, SimpleITK, slicer-core, matplotlib and ``../shared/data/LeftAtrium2018``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import io
-import sys
+import textwrap
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CT = REPO.parent / "shared" / "data" / "TotalSegmentatorSamples"
+LEFT_ATRIUM = REPO.parent / "shared" / "data" / "LeftAtrium2018"
 DEFAULT_OUT = REPO / "Resources" / "Screenshots" / "segmentation-and-attention.png"
-LIVER_LABEL = 5  # TotalSegmentator "total" task
-DEMO_ID = "anunet-liver-ct-demo"
-OUTLINE_RGB = (0.25, 0.95, 0.45)  # the demo card's liver colour: stands out against Inferno
+DEFAULT_CASE = "la_38cws742"  # first validation case of fold 0 (split seed 12345, docs/results.md)
 _KEEP_ALIVE: list = []
 
 
 # ------------------------------------------------------------------ 1. the case
-def load_case() -> tuple[sitk.Image, np.ndarray, str]:
-    """(CT image, liver mask (z, y, x) on its grid, where it comes from)."""
-    dicom, labels = SHARED_CT / "example_ct_dicom", SHARED_CT / "example_seg_dicom.nii.gz"
-    if dicom.is_dir() and labels.is_file():
-        from MedSegAttentionLib.inference.imageio import read_image
-
-        image = read_image(dicom)
-        label = sitk.Resample(sitk.ReadImage(str(labels)), image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-        return image, sitk.GetArrayFromImage(label) == LIVER_LABEL, "real CT (TotalSegmentator sample, Apache-2.0)"
-    sys.path.insert(0, str(REPO / "Testing"))
-    from volumes import phantom_volume
-
-    image, label = phantom_volume(size_zyx=(12, 160, 160), spacing_xyz=(1.0, 1.0, 2.5), modality="CT", oblique=False)
-    return image, label > 0, "synthetic CT phantom (../shared/data absent)"
-
-
-# ------------------------------------------------------------------ 2. demonstration weights
-def demo_card(spacing_mm: float) -> dict[str, Any]:
-    """The catalog ANU-Net card, slimmer (8..128 filters) and at ``spacing_mm`` in-plane, as a user-installed card."""
-    from MedSegAttentionLib.modelstore.cards import builtin_cards
-
-    card = copy.deepcopy(dict(next(c for c in builtin_cards() if c.id == "anunet-liver-ct").data))
-    card["id"], card["title"] = DEMO_ID, "ANU-Net liver (CT), demonstration weights"
-    card["preprocessing"]["target_spacing"] = [spacing_mm, spacing_mm, 2.0]
-    card["labels"][0]["color"] = list(OUTLINE_RGB)
-    card["networks"]["main"]["config"]["features"] = [8, 16, 32, 64, 128]
-    return card
-
-
-def fit(card: dict[str, Any], image: sitk.Image, mask: np.ndarray, steps: int, batch: int = 4):
-    """Fit the card's network to one scan (whole slices of the model grid, ANU-Net's hybrid loss, Eq. 8)."""
-    import torch
-
-    from MedSegAttentionLib.modelstore.cards import ModelCard
-    from MedSegAttentionLib.models import build_network
-    from MedSegAttentionLib.inference.preprocessing import preprocess
-    from training.losses import build_loss
-
-    spec = ModelCard.from_dict(card).preprocessing
-    array, grid = preprocess(image, spec)
-    label_image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    label_image.CopyInformation(image)
-    target = sitk.GetArrayFromImage(sitk.Resample(label_image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = build_network(card["networks"]["main"]["config"]).train()
-    loss_fn = build_loss("anunet")
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(steps):
-        slices = rng.choice(target.shape[0], size=min(batch, target.shape[0]), replace=False)
-        x = torch.from_numpy(np.ascontiguousarray(array[:, slices].swapaxes(0, 1)))
-        loss = loss_fn(net(x), torch.from_numpy(target[slices].astype(np.int64)))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 25 == 0 or step == steps - 1:
-            print(f"fit step {step + 1}/{steps}: loss {loss.item():.3f}", flush=True)
-    return net.eval()
-
-
-def install(card: dict[str, Any], net, workdir: Path) -> Path:  # noqa: ANN001
-    """Export (safetensors + card with its SHA-256) and install like ``medseg install-weights --card``."""
-    from MedSegAttentionLib.modelstore.export import export_model
-    from MedSegAttentionLib.modelstore.store import ModelStore
-
-    card_path, weights_path = export_model(card, {"main": net}, workdir / "export",
-                                           provenance={"note": "fitted to one scan by make_screenshot.py"})
-    store = ModelStore(workdir / "store")
-    store.install_card(card_path, weights_path)
-    return store.root
+def load_case(case: str) -> tuple[Path, np.ndarray, str]:
+    """(image file, expert label (z, y, x) on its grid, where it comes from)."""
+    image, label = LEFT_ATRIUM / "imagesTr" / f"{case}.nii.gz", LEFT_ATRIUM / "labelsTr" / f"{case}.nii.gz"
+    if not (image.is_file() and label.is_file()):
+        raise SystemExit(f"{case} is not in {LEFT_ATRIUM} (imagesTr/labelsTr): this picture needs the real scan")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label))) > 0
+    return image, truth, f"LeftAtrium2018 {case} (LGE-MR, a validation case the model did not train on)"
 
 
 # ------------------------------------------------------------------ 3. the module's run
@@ -131,18 +62,14 @@ def new_scene():
     return scene
 
 
-def run_in_scene(image: sitk.Image, store_root: Path, level: str, workdir: Path):
-    """The input as a volume node, a ``SegmentationRun`` through the real CLI, the imported result."""
-    import slicer
-
+def run_in_scene(image_path: Path, model_id: str, workdir: Path):
+    """The input as a volume node, a ``SegmentationRun`` through the real CLI from a fresh store, the imported result."""
     from MedSegAttentionLib.scene import load_volume
     from MedSegAttentionLib.scene.run import RunOptions, RunState, SegmentationRun
 
-    path = workdir / "abdomen.nrrd"
-    sitk.WriteImage(image, str(path))
     scene = new_scene()
-    volume = load_volume(scene, path, name="CT abdomen")
-    run = SegmentationRun(scene, volume, RunOptions(DEMO_ID, device="auto", level=level, model_dir=str(store_root)),
+    volume = load_volume(scene, image_path, name="LGE-MR")
+    run = SegmentationRun(scene, volume, RunOptions(model_id, device="cpu", model_dir=str(workdir / "store")),
                           work_root=workdir)
     run.start()
     if run.wait(timeout_s=1800) is not RunState.SUCCEEDED:
@@ -151,13 +78,6 @@ def run_in_scene(image: sitk.Image, store_root: Path, level: str, workdir: Path)
 
 
 # ------------------------------------------------------------------ 4. the picture
-def abdominal_window(volume, window: float = 400.0, level: float = 40.0) -> None:  # noqa: ANN001
-    """The soft-tissue window a radiologist picks for abdominal CT (Slicer's "CT-Abdomen" preset)."""
-    display = volume.GetScalarVolumeDisplayNode()
-    display.AutoWindowLevelOff()
-    display.SetWindowLevel(window, level)
-
-
 def _array(image_data) -> np.ndarray:  # noqa: ANN001
     from vtk.util import numpy_support
 
@@ -228,6 +148,7 @@ class SliceView:
         composite.SetBackgroundVolumeID(volume.GetID())
         self.logic.FitSliceToAll()
         self.logic.SetSliceOffset(busiest_axial_offset(labelmap))
+        self.labelmap = labelmap
 
     def image(self, map_node, opacity: float) -> np.ndarray:  # noqa: ANN001
         """The blended slice (RGB, top row first) with ``map_node`` (or none) in front."""
@@ -251,7 +172,7 @@ def legend_colors(map_node) -> np.ndarray:  # noqa: ANN001
 
 
 def render(view: SliceView, imported, map_name: str, out: Path, source: str, opacity: float = 0.6,  # noqa: ANN001
-           threshold: float | None = None) -> Path:
+           threshold: float | None = None, dice: float | None = None) -> Path:
     """The framed PNG (256 colours): slice view, segment key, colour legend (transparent part hatched), caption.
 
     ``threshold`` is the module's "Hide below" slider (None: the import default)."""
@@ -271,12 +192,13 @@ def render(view: SliceView, imported, map_name: str, out: Path, source: str, opa
     display = map_node.GetScalarVolumeDisplayNode()
     low, high = display.GetWindowLevelMin(), display.GetWindowLevelMax()
     threshold = display.GetLowerThreshold()
-    title = next(info.title for info in imported.description.maps if info.name == map_name)
+    info = next(info for info in imported.description.maps if info.name == map_name)
+    legend_title, label_format = heatmaps.legend_text(info.title, (low, high), info.unit)
     level = imported.description.level
 
     height, width = picture.shape[:2]
     fig = plt.figure(figsize=(7.6, 7.6 * height / width * 0.86 + 1.3), dpi=110, facecolor="#202020")
-    ax = fig.add_axes((0.02, 0.13, 0.84, 0.78))
+    ax = fig.add_axes((0.02, 0.13, 0.84, 0.74))
     ax.imshow(picture, interpolation="nearest")
     ax.set_axis_off()
     segmentation = imported.segmentation_node.GetSegmentation()
@@ -287,23 +209,23 @@ def render(view: SliceView, imported, map_name: str, out: Path, source: str, opa
     ax.text(0.01, 0.99, "R", color="white", transform=ax.transAxes, va="top", fontsize=9)
     ax.text(0.99, 0.99, "L", color="white", transform=ax.transAxes, va="top", ha="right", fontsize=9)
 
-    bar = fig.add_axes((0.88, 0.2, 0.035, 0.64))
+    bar = fig.add_axes((0.88, 0.2, 0.035, 0.6))
     colors = legend_colors(map_node)
     bar.imshow(colors[::-1, None, :], aspect="auto", extent=(0, 1, low, high), cmap=ListedColormap(colors))
     bar.add_patch(Rectangle((0, low), 1, threshold - low, facecolor="#202020", edgecolor="white", hatch="////", linewidth=0))
     bar.set_xticks([])
     bar.set_ylim(low, high)
     bar.tick_params(colors="white", labelsize=8)
-    bar.set_title("%.1f-%.1f" % (low, high), color="white", fontsize=8)
+    bar.set_title(f"{label_format % low} - {label_format % high}", color="white", fontsize=8)
     bar.text(1.6, threshold / 2, "transparent", color="white", fontsize=7, rotation=90, va="bottom",
              transform=bar.get_yaxis_transform())
 
-    fig.text(0.02, 0.955, f"{imported.description.model_title}{f' (pruned to {level})' if level else ''}",
-             color="white", fontsize=11, weight="bold")
-    fig.text(0.02, 0.925, f"heat map: {title}; below {threshold:.2f} transparent, opacity {opacity:.1f}",
-             color="#dddddd", fontsize=9)
-    fig.text(0.02, 0.075, f"Input: {source}. Weights fitted to this one scan for the picture; not a validated model.",
-             color="#bbbbbb", fontsize=7)
+    fig.text(0.02, 0.975, f"{imported.description.model_title}{f' (pruned to {level})' if level else ''}",
+             color="white", fontsize=11, weight="bold", va="top")
+    fig.text(0.02, 0.94, "heat map: " + "\n".join(textwrap.wrap(legend_title, 105)), color="#dddddd", fontsize=8, va="top")
+    accuracy = f"; Dice {dice:.3f} against the expert label" if dice is not None else ""
+    fig.text(0.02, 0.085, f"Input: {source}{accuracy}.\nHeat map below {label_format % threshold} transparent, "
+             f"opacity {opacity:.1f}.", color="#bbbbbb", fontsize=7, va="center")
     fig.text(0.02, 0.04, "Rendered by Testing/slicer/make_screenshot.py with Slicer's slice pipeline (slicer-core MRML)"
              " from the module's own run and import code.", color="#bbbbbb", fontsize=7)
     buffer = io.BytesIO()
@@ -318,30 +240,23 @@ def render(view: SliceView, imported, map_name: str, out: Path, source: str, opa
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--steps", type=int, default=300, help="fitting steps for the demonstration weights")
-    parser.add_argument("--spacing", type=float, default=4.0, help="the demonstration model's in-plane spacing (mm)")
-    parser.add_argument("--workdir", type=Path, help="keep the fitted model here and reuse it next time")
+    parser.add_argument("--model", default="sipnet-left-atrium-mr", help="a bundled left-atrium model")
+    parser.add_argument("--case", default=DEFAULT_CASE, help="a LeftAtrium2018 case")
     parser.add_argument("--all-maps", action="store_true", help="also write one picture per map (OUT-<map>.png)")
-    parser.add_argument("--level", default="L3", choices=["L1", "L2", "L3", "L4"])
-    parser.add_argument("--map", default="attention_x0_1", help="which evidence map to show")
-    parser.add_argument("--hide-below", type=float, default=0.68, help="the module's 'Hide below' setting for the map")
+    parser.add_argument("--map", default="attention_3", help="which evidence map to show")
+    parser.add_argument("--hide-below", type=float, default=0.3, help="the module's 'Hide below' setting (fraction of the range)")
     args = parser.parse_args(argv)
-    image, mask, source = load_case()
+    image, truth, source = load_case(args.case)
     with tempfile.TemporaryDirectory(prefix="medseg-screenshot-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        store_root = workdir / "store"
-        if (store_root / "cards" / f"{DEMO_ID}.json").is_file():
-            print(f"reusing the model fitted before in {store_root}")
-        else:
-            card = demo_card(args.spacing)
-            store_root = install(card, fit(card, image, mask, args.steps), workdir)
-        scene, volume, imported = run_in_scene(image, store_root, args.level, workdir)
-        abdominal_window(volume)
+        scene, volume, imported = run_in_scene(image, args.model, Path(tmp))
         view = SliceView(scene, volume, imported)
-        out = render(view, imported, args.map, args.out, source, threshold=args.hide_below)
+        predicted = _array(view.labelmap.GetImageData())[..., 0] > 0
+        dice = 2.0 * np.logical_and(predicted, truth).sum() / (predicted.sum() + truth.sum())
+        out = render(view, imported, args.map, args.out, source, threshold=args.hide_below, dice=dice)
         for name in imported.map_nodes if args.all_maps else []:
-            render(view, imported, name, args.out.with_name(f"{args.out.stem}-{name}.png"), source, threshold=args.hide_below)
-    print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
+            render(view, imported, name, args.out.with_name(f"{args.out.stem}-{name}.png"), source,
+                   threshold=args.hide_below, dice=dice)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB), Dice {dice:.3f}")
     return out
 
 
