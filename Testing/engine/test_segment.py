@@ -155,3 +155,57 @@ def test_predictor_loads_once_and_predicts_many(tiny_model, monkeypatch) -> None
     np.testing.assert_array_equal(sitk.GetArrayFromImage(one_shot.label), sitk.GetArrayFromImage(results[1].label))
     with pytest.raises(ModelError, match="pass the model store or the loaded networks"):
         Predictor(card, None, device="cpu")
+
+
+def test_nonzero_region_crops_zero_borders_only() -> None:
+    from MedSegAttentionLib.inference.nonzero_crop import crop_region, nonzero_region, paste_region
+
+    volume, _ = phantom_volume(oblique=True)  # oblique direction, anisotropic spacing
+    assert nonzero_region(volume) is None  # nothing to crop
+    padded = sitk.ConstantPad(volume, [5, 3, 2], [4, 6, 1], 0)
+    region = nonzero_region(padded)
+    assert region.index == (5, 3, 2) and region.size == volume.GetSize()
+    cropped = crop_region(padded, region)
+    _assert_same_grid(cropped, volume)  # the same voxels at the same place in physical space
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(cropped), sitk.GetArrayViewFromImage(volume))
+    back = paste_region(cropped, padded, region)
+    _assert_same_grid(back, padded)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(padded))
+    assert nonzero_region(padded * 0) is None  # all zero: left as it is
+    sliver = sitk.Image(padded.GetSize(), padded.GetPixelID())
+    sliver[10, 10, 0:3] = 1  # three voxels thick in every direction: too thin to run a network on
+    assert nonzero_region(sliver) is None
+
+
+def test_crop_to_nonzero_gives_a_zero_padded_scan_the_answer_of_the_tight_one(tmp_path) -> None:
+    """With ``crop_to_nonzero`` a scan delivered in a larger zero-filled field of view is segmented as the
+    tightly stored scan is (the same label and maps inside, background outside), on its own grid. The
+    tight scan is the crop (the same voxels as ``volume``, its origin equal to 1e-14 mm: enough to move
+    a resampled edge sample across the image border, so the comparison is with the crop itself)."""
+    from MedSegAttentionLib.inference.nonzero_crop import crop_region, nonzero_region
+
+    store, model_id, _ = install_random_model(tmp_path / "store", tiny_card(crop_to_nonzero=True))
+    card = store.card(model_id)
+    volume, _ = phantom_volume(oblique=True)
+    padded = sitk.ConstantPad(volume, [7, 5, 3], [6, 9, 4], 0)
+    before = sitk.GetArrayFromImage(padded).copy()
+    tight = segment(crop_region(padded, nonzero_region(padded)), card, store, device="cpu")
+    wide = segment(padded, card, store, device="cpu")
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(padded), before)  # input untouched
+    _assert_same_grid(wide.label, padded)
+    inner = (slice(3, 3 + volume.GetSize()[2]), slice(5, 5 + volume.GetSize()[1]), slice(7, 7 + volume.GetSize()[0]))
+    label = sitk.GetArrayViewFromImage(wide.label)
+    np.testing.assert_array_equal(label[inner], sitk.GetArrayViewFromImage(tight.label))
+    outside = np.ones(label.shape, bool)
+    outside[inner] = False
+    assert not label[outside].any()
+    for name, image in wide.maps.items():
+        _assert_same_grid(image, padded)
+        np.testing.assert_allclose(sitk.GetArrayViewFromImage(image)[inner], sitk.GetArrayViewFromImage(tight.maps[name]),
+                                   rtol=0, atol=1e-6)  # float32 round-off of two runs
+        assert not sitk.GetArrayViewFromImage(image)[outside].any()
+    # without the key the padded scan runs whole, and the network sees the zeros
+    plain = install_random_model(tmp_path / "plain", tiny_card())[0]
+    whole = segment(padded, plain.card("tiny-sipnet-mr"), plain, device="cpu")
+    assert not np.array_equal(sitk.GetArrayViewFromImage(whole.maps["attention_1"])[inner],
+                              sitk.GetArrayViewFromImage(tight.maps["attention_1"]))

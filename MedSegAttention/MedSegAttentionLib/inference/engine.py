@@ -1,4 +1,5 @@
-"""Segment one image with one model card: read, check, preprocess, predict, map back (writing: result_folder).
+"""Segment one image with one model card: read, check, (crop to non-zero,) preprocess, predict, map back
+(writing: result_folder).
 
 Everything here is geometry-preserving: the label map and every evidence map are returned on the
 input's own grid (size, spacing, origin, direction), whatever the model's spacing.
@@ -25,6 +26,7 @@ from ..models import SegmentationNetwork
 from .pipelines import pipeline_for
 from .sizes import patch_size_zyx
 from .postprocessing import class_index, keep_largest_component
+from .nonzero_crop import crop_region, nonzero_region, paste_region
 from .preprocessing import preprocess, resample_to_reference, same_grid
 from .runcontext import CancelCheck, ProgressCallback, RunContext, channels_last_format, mixed_precision
 from .sliding_window import choose_batch_size
@@ -184,7 +186,9 @@ class Predictor:
 
         t0 = time.perf_counter()
         ctx.report(0.05, "preprocessing")
-        array, grid = preprocess(image, card.preprocessing)
+        region = nonzero_region(image) if card.inference.get("crop_to_nonzero") else None
+        work = crop_region(image, region) if region else image  # zero-filled borders left out
+        array, grid = preprocess(work, card.preprocessing)
         timings["preprocess"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -207,9 +211,12 @@ class Predictor:
 
         t0 = time.perf_counter()
         ctx.report(0.9, "mapping results onto the input grid")
-        label = _label_on_input_grid(probabilities, grid, image, card)
+        label = _label_on_input_grid(probabilities, grid, work, card)
+        out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, work, ctx, asked_by_name=maps is not True)
+        if region:
+            label = paste_region(label, image, region)
+            out_maps = {name: paste_region(values, image, region) for name, values in out_maps.items()}
         ctx.warnings.extend(empty_result_warnings(label, card.labels, card.modality))
-        out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, image, ctx, asked_by_name=maps is not True)
         map_ranges = {entry["name"]: map_value_range(entry, out_maps[entry["name"]]) for entry in wanted_maps if entry["name"] in out_maps}
         timings["postprocess"] = time.perf_counter() - t0
         ctx.report(1.0, "done")
