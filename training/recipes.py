@@ -242,8 +242,12 @@ def _base_card(spec: Any, where: str) -> dict[str, Any]:
 
 
 def _card_with_overrides(card: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``card`` updated by ``overrides``; a ``networks`` or ``inference`` entry set to null is removed."""
+    """``card`` updated by ``overrides``; a ``networks`` or ``inference`` entry set to null is removed, and
+    an intensity normalisation given replaces the card's whole (an MR z-score keeps no CT window)."""
     merged = deep_merge(card, overrides)
+    intensity = (overrides.get("preprocessing") or {}).get("intensity")
+    if intensity is not None:
+        merged["preprocessing"]["intensity"] = copy.deepcopy(dict(intensity))
     for section in ("networks", "inference"):
         dropped = [k for k, v in (overrides.get(section) or {}).items() if v is None]
         for key in dropped:

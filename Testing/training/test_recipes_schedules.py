@@ -86,6 +86,15 @@ def test_slice_context_comes_from_the_card() -> None:
     assert raunet.for_stage("localizer")["sampling"]["slice_context"] == 0
 
 
+def test_a_recipe_s_intensity_normalisation_replaces_the_base_card_s() -> None:
+    """The left-atrium recipes build on CT cards; their MR z-score must not carry the CT window along."""
+    for name in ("conresnet-left-atrium-mr-compact", "rstn-left-atrium-mr-compact", "anunet-left-atrium-mr-compact"):
+        card = load_recipe(name).card
+        assert card["preprocessing"]["intensity"] == {"method": "percentile_zscore", "nonzero": True,
+                                                      "percentiles": [0.05, 99.95]}, name
+    assert load_recipe("conresnet-pancreas-ct").card["preprocessing"]["intensity"]["window"] == [-100, 240]
+
+
 def test_set_overrides_win_over_stage_values() -> None:
     recipe = load_recipe("raunet-liver-tumour-ct", ["train.max_steps=7", "stages.tumour.sampling.batch_size=3"])
     assert [recipe.for_stage(role)["train"]["max_steps"] for role in recipe.roles] == [7, 7, 7]
