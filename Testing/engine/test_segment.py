@@ -184,7 +184,9 @@ def test_crop_to_nonzero_gives_a_zero_padded_scan_the_answer_of_the_tight_one(tm
     a resampled edge sample across the image border, so the comparison is with the crop itself)."""
     from MedSegAttentionLib.inference.nonzero_crop import crop_region, nonzero_region
 
-    store, model_id, _ = install_random_model(tmp_path / "store", tiny_card(crop_to_nonzero=True))
+    card = tiny_card(crop_to_nonzero=True)
+    card["maps"][0]["range"] = "data"  # shown over its own range, which the zeros outside must not widen
+    store, model_id, _ = install_random_model(tmp_path / "store", card)
     card = store.card(model_id)
     volume, _ = phantom_volume(oblique=True)
     padded = sitk.ConstantPad(volume, [7, 5, 3], [6, 9, 4], 0)
@@ -193,6 +195,9 @@ def test_crop_to_nonzero_gives_a_zero_padded_scan_the_answer_of_the_tight_one(tm
     wide = segment(padded, card, store, device="cpu")
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(padded), before)  # input untouched
     _assert_same_grid(wide.label, padded)
+    assert set(wide.map_ranges) == set(tight.map_ranges) and tight.map_ranges["attention_1"][0] > 0
+    for name, value_range in tight.map_ranges.items():
+        np.testing.assert_allclose(wide.map_ranges[name], value_range, rtol=0, atol=1e-6)
     inner = (slice(3, 3 + volume.GetSize()[2]), slice(5, 5 + volume.GetSize()[1]), slice(7, 7 + volume.GetSize()[0]))
     label = sitk.GetArrayViewFromImage(wide.label)
     np.testing.assert_array_equal(label[inner], sitk.GetArrayViewFromImage(tight.label))

@@ -213,11 +213,11 @@ class Predictor:
         ctx.report(0.9, "mapping results onto the input grid")
         label = _label_on_input_grid(probabilities, grid, work, card)
         out_maps = self._maps_on_input_grid(wanted_maps, raw_maps, grid, work, ctx, asked_by_name=maps is not True)
-        if region:
+        map_ranges = {entry["name"]: map_value_range(entry, out_maps[entry["name"]]) for entry in wanted_maps if entry["name"] in out_maps}
+        if region:  # the ranges above are of what the network computed, not of the fill outside the box
             label = paste_region(label, image, region)
             out_maps = {name: paste_region(values, image, region) for name, values in out_maps.items()}
         ctx.warnings.extend(empty_result_warnings(label, card.labels, card.modality))
-        map_ranges = {entry["name"]: map_value_range(entry, out_maps[entry["name"]]) for entry in wanted_maps if entry["name"] in out_maps}
         timings["postprocess"] = time.perf_counter() - t0
         ctx.report(1.0, "done")
         return SegmentationResult(card=card, label=label, maps=out_maps, device=describe_device(ctx.device),
