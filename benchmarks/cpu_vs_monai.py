@@ -90,15 +90,14 @@ def compare(card, store: ModelStore, image: sitk.Image, truth: np.ndarray | None
     volume = torch.from_numpy(array)
     predictors = {backend: Predictor(card, store, "cpu", networks=networks, backend=backend)
                   for backend in backends if backend == "pytorch" or openvino_version()}
+    engine_net = next(iter(predictors.values())).networks.get("main")
     torch_net = None
-    if "main" in card.networks and with_monai:  # MONAI gets its own copy of the same (pruned) network, contiguous
-        engine_net = next(iter(predictors.values())).networks["main"]
+    if engine_net is not None and with_monai:  # MONAI gets its own copy of the same (pruned) network, contiguous
         torch_net = build_network(engine_net.config).eval()
         torch_net.load_state_dict(engine_net.state_dict())
     planned = None  # the engine's window (sliding-window cards)
     if card.inference["mode"] == "sliding_window":
-        net = next(iter(predictors.values())).networks["main"]
-        planned = plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference, net.divisors())
+        planned = plan_window(volume.shape[1:], patch_size_zyx(card.inference), card.inference, engine_net.divisors())
     runners = {}
     if torch_net is not None:
         runners["monai"] = monai_runner(card, torch_net, volume)
