@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from training.recipes import card_slice_context, load_recipe
+from MedSegAttentionLib.modelstore.cards import builtin_cards
+from MedSegAttentionLib.models import build_network
+from training.recipes import card_slice_context, load_recipe, recipe_names
 from training.schedules import EpochPlateau, build_optimizer, build_scheduler, step_scheduler
 
 
@@ -175,3 +177,18 @@ def _roundtrip(state: dict):
     torch.save(state, buffer)
     buffer.seek(0)
     return buffer
+
+
+@pytest.mark.parametrize("name", [n for n in recipe_names() if n.endswith("-compact")])
+def test_a_compact_recipe_reproduces_its_bundled_card(name: str) -> None:
+    """What a compact recipe trains and validates with is what the shipped card runs: the same
+    preprocessing, inference settings, maps, labels and network configuration. (A base card that
+    gains a setting, as the liver ANU-Net card's 256 x 256 slices, must not leak into a left-atrium
+    fine-tune whose weights never saw it.)"""
+    recipe = load_recipe(name)
+    shipped = next(card.data for card in builtin_cards() if card.id == recipe.card["id"])
+    for key in ("preprocessing", "inference", "maps", "labels"):
+        assert recipe.card.get(key) == shipped.get(key), key
+    for role in recipe.roles:
+        built = build_network(recipe.for_stage(role).network_config())
+        assert built.config == shipped["networks"][role]["config"], role
