@@ -30,7 +30,7 @@ __all__ = ["MAX_BUNDLED_BYTES", "REFERENCE_DIR", "REFERENCE_INPUT", "bundle_mode
            "level_evaluations", "load_reference", "reference_input", "reference_probabilities", "save_reference",
            "stored_reference_input"]
 
-#: The limit for all weights shipped in the repository together (half precision).
+#: The limit for all weights shipped in the repository together (half precision), with their reference outputs.
 MAX_BUNDLED_BYTES = 25 * 1000 * 1000
 #: Where the reference outputs of bundled models live (read by Testing/engine/test_bundled_model.py).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "Testing" / "data" / "bundled"
@@ -134,22 +134,41 @@ def bundled_bytes(package_dir: str | Path | None = None) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors")) if folder.is_dir() else 0
 
 
+def _reference_bytes(reference_dir: Path) -> int:
+    """Size of the reference outputs (and their shared input) kept for the bundled models' tests."""
+    return sum(p.stat().st_size for p in reference_dir.glob("*.safetensors")) if reference_dir.is_dir() else 0
+
+
+def _write_bundled_card(card: ModelCard, card_path: Path, package: Path) -> Path:
+    """The catalog card of a bundled model: the export's card marked bundled (no download URL), with the
+    engine's measured accuracy (and ANU-Net's per-level figures) from the export's evaluations."""
+    data, export_dir = json.loads(card.to_json()), card_path.parent
+    levels = level_evaluations(export_dir, card.inference.get("default_level"))
+    if levels:  # the Slicer level chooser shows them beside the measured speed
+        validation = data["weights"].setdefault("provenance", {}).setdefault("validation", {}).setdefault("main", {})
+        validation["levels"] = levels
+    measured = engine_evaluation(export_dir, card.inference.get("default_level"))
+    if measured:  # what 'medseg models' and the Slicer model list show as the model's accuracy
+        data["weights"].setdefault("provenance", {}).setdefault("validation", {})["engine"] = measured
+    data["weights"]["bundled"] = True
+    data["weights"]["url"] = None
+    card_target = package / "catalog" / f"{card.id}.json"
+    card_target.parent.mkdir(parents=True, exist_ok=True)
+    card_target.write_text(ModelCard.from_dict(data, source=str(card_path)).to_json(), encoding="utf-8")
+    return card_target
+
+
 def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: str | Path | None = None,
                  reference_dir: str | Path | None = None) -> tuple[Path, Path, Path]:
     """Copy a verified export into the package and write its catalog card and reference output.
 
-    Returns (catalog card, bundled weights, reference file). Refuses weights larger than
-    :data:`MAX_BUNDLED_BYTES` or stored in full precision (export with ``--dtype float16``)."""
+    Returns (catalog card, bundled weights, reference file). Refuses weights stored in full precision
+    (export with ``--dtype float16``), and a model whose weights and reference output would take the
+    repository's bundled weights and references together over :data:`MAX_BUNDLED_BYTES`; nothing is
+    written then."""
     weights_path = Path(weights_path)
     size = weights_path.stat().st_size
     package = Path(package_dir) if package_dir else bundled_weights_dir().parent
-    weights_file = (json.loads(Path(card_path).read_text(encoding="utf-8")).get("weights") or {}).get("file", "")
-    replaced = package / "bundled" / weights_file
-    others = bundled_bytes(package) - (replaced.stat().st_size if replaced.is_file() else 0)
-    if others + size > MAX_BUNDLED_BYTES:
-        raise ValueError(f"{weights_path.name} is {size / 1e6:.1f} MB and the other bundled models {others / 1e6:.1f} MB; "
-                         f"all bundled weights together must stay under {MAX_BUNDLED_BYTES / 1e6:.0f} MB "
-                         "(export a smaller model or in float16)")
     references = Path(reference_dir or REFERENCE_DIR)
     scratch = ModelStore(references / ".bundle-store")
     try:
@@ -157,27 +176,24 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
         if card.weights.get("dtype") == "float32":  # type: ignore[union-attr]
             raise ValueError("bundled weights must be half precision: export with --dtype float16")
         networks = scratch.load_networks(card, "cpu")
+        new_reference = scratch.root / f"{card.id}.safetensors"
+        save_reference(new_reference, reference_probabilities(networks, stored_reference_input(references)),
+                       {"model": card.id, "weights_sha256": card.weights["sha256"]})  # type: ignore[index]
+        replaced = [package / "bundled" / card.weights["file"], references / f"{card.id}.safetensors"]  # type: ignore[index]
+        others = (bundled_bytes(package) + _reference_bytes(references)
+                  - sum(p.stat().st_size for p in replaced if p.is_file()))
+        new = size + new_reference.stat().st_size
+        if others + new > MAX_BUNDLED_BYTES:
+            raise ValueError(f"{weights_path.name} and its reference output are {new / 1e6:.1f} MB and the other "
+                             f"bundled models with theirs {others / 1e6:.1f} MB; all bundled weights and references "
+                             f"together must stay under {MAX_BUNDLED_BYTES / 1e6:.0f} MB "
+                             "(export a smaller model or in float16)")
+        target_weights = package / "bundled" / card.weights["file"]  # type: ignore[index]
+        target_weights.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights_path, target_weights)
+        card_target = _write_bundled_card(card, Path(card_path), package)
+        reference = references / f"{card.id}.safetensors"
+        shutil.move(new_reference, reference)  # last: a refused or failed bundle leaves the tests' references as they were
     finally:
         shutil.rmtree(scratch.root, ignore_errors=True)
-    target_weights = package / "bundled" / card.weights["file"]  # type: ignore[index]
-    target_weights.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights_path, target_weights)
-    data = json.loads(card.to_json())
-    levels = level_evaluations(Path(card_path).parent, card.inference.get("default_level"))
-    if levels:  # the Slicer level chooser shows them beside the measured speed
-        validation = data["weights"].setdefault("provenance", {}).setdefault("validation", {}).setdefault("main", {})
-        validation["levels"] = levels
-    measured = engine_evaluation(Path(card_path).parent, card.inference.get("default_level"))
-    if measured:  # what 'medseg models' and the Slicer model list show as the model's accuracy
-        data["weights"].setdefault("provenance", {}).setdefault("validation", {})["engine"] = measured
-    data["weights"]["bundled"] = True
-    data["weights"]["url"] = None
-    bundled_card = ModelCard.from_dict(data, source=str(card_path))
-    card_target = package / "catalog" / f"{card.id}.json"
-    card_target.parent.mkdir(parents=True, exist_ok=True)
-    card_target.write_text(bundled_card.to_json(), encoding="utf-8")
-    reference = references / f"{card.id}.safetensors"
-    reference.parent.mkdir(parents=True, exist_ok=True)
-    save_reference(reference, reference_probabilities(networks, stored_reference_input(references)),
-                   {"model": card.id, "weights_sha256": card.weights["sha256"]})  # type: ignore[index]
     return card_target, target_weights, reference

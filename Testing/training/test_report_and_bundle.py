@@ -129,12 +129,12 @@ def test_bundle_refuses_full_precision_and_oversized_weights(two_folds, tmp_path
     card_path, weights_path = export_fold(recipe, fold_dir, tmp_path / "fp32", dtype="float32")
     with pytest.raises(ValueError, match="half precision"):
         bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
+    half_path, half_weights = export_fold(recipe, fold_dir, tmp_path / "fp16", dtype="float16")
     monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", 1000)
     with pytest.raises(ValueError, match="must stay under"):
-        bundling.bundle_model(card_path, weights_path, tmp_path / "pkg", tmp_path / "refs")
+        bundling.bundle_model(half_path, half_weights, tmp_path / "pkg", tmp_path / "refs")
     assert not (tmp_path / "pkg").exists() and not (tmp_path / "refs" / ".bundle-store").exists()
     # the limit is on all bundled models together: one that fits alone is refused next to a large one
-    half_path, half_weights = export_fold(recipe, fold_dir, tmp_path / "fp16", dtype="float16")
     size = half_weights.stat().st_size
     (tmp_path / "pkg" / "bundled").mkdir(parents=True)
     (tmp_path / "pkg" / "bundled" / "other-model.safetensors").write_bytes(b"\0" * size)
@@ -142,6 +142,26 @@ def test_bundle_refuses_full_precision_and_oversized_weights(two_folds, tmp_path
     with pytest.raises(ValueError, match="other bundled models"):
         bundling.bundle_model(half_path, half_weights, tmp_path / "pkg", tmp_path / "refs")
     assert bundling.bundled_bytes(tmp_path / "pkg") == size
+
+
+def test_bundle_counts_reference_outputs_in_the_size_limit(two_folds, tmp_path, monkeypatch) -> None:
+    """The limit holds for what the repository carries: weights, reference outputs and their input.
+    A model that fits by its weights alone is refused when its reference takes the total over, with
+    nothing written; re-bundling the same model replaces its files instead of counting them twice."""
+    export = two_folds / "fold_0" / "export"
+    card_path, weights_path = export / "sipnet-left-atrium-mr.json", export / "sipnet-left-atrium-mr.safetensors"
+    _, _, reference = bundling.bundle_model(card_path, weights_path, tmp_path / "a", tmp_path / "refs-a")
+    total = weights_path.stat().st_size + sum(p.stat().st_size for p in (tmp_path / "refs-a").glob("*.safetensors"))
+    assert total > weights_path.stat().st_size + reference.stat().st_size  # the shared input counts too
+    monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", total - 1)
+    with pytest.raises(ValueError, match="weights and references together must stay under"):
+        bundling.bundle_model(card_path, weights_path, tmp_path / "b", tmp_path / "refs-b")
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in (tmp_path / "refs-b").iterdir()] == [bundling.REFERENCE_INPUT]
+    monkeypatch.setattr(bundling, "MAX_BUNDLED_BYTES", total)
+    bundling.bundle_model(card_path, weights_path, tmp_path / "b", tmp_path / "refs-b")
+    bundling.bundle_model(card_path, weights_path, tmp_path / "b", tmp_path / "refs-b")  # same model again: replaced
+    assert bundling.bundled_bytes(tmp_path / "b") == weights_path.stat().st_size
 
 
 def test_cv_stops_on_its_time_limit_and_continues_where_it_stopped(phantom_sets, tmp_path, capsys) -> None:
