@@ -175,8 +175,9 @@ def test_rstn_slice_probability_is_the_mean_of_the_windows_that_predict_it() -> 
         averaged, _ = slicewise_inference(volume, net, RunContext(amp=False, batch_size=4), context=1, guide=side, stage=stage,
                                           slice_average=True)
         centred, _ = slicewise_inference(volume, net, RunContext(amp=False, batch_size=4), context=1, guide=side, stage=stage)
-        torch.testing.assert_close(averaged, expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(centred, torch.stack([windows[z][1] for z in range(depth)], dim=1), atol=1e-5, rtol=1e-5)
+        # float32 sums over batches of 4 against 1 differ by up to about 2e-5; a wrong average differs by far more
+        torch.testing.assert_close(averaged, expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(centred, torch.stack([windows[z][1] for z in range(depth)], dim=1), atol=1e-4, rtol=1e-4)
         assert not torch.allclose(averaged, centred, atol=1e-3)
 
 

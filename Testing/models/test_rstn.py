@@ -16,7 +16,7 @@ from MedSegAttentionLib.models.rstn import (
     mask_bounding_box,
     uncrop,
 )
-from MedSegAttentionLib.models.rstn_backbones import FCN8s
+from MedSegAttentionLib.models.rstn_backbones import FCN8s, LightUNet
 from network_checks import (
     check_eval_deterministic,
     check_every_parameter_gets_gradient,
@@ -226,3 +226,24 @@ def test_training_output_predicts_every_input_slice() -> None:
 def test_unknown_backbone_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown RSTN backbone 'vgg'"):
         small(backbone="vgg")
+
+
+def test_light_unet_instance_norm_as_group_norm_is_the_same_network() -> None:
+    """The light U-Net computes its instance norms with a per-channel group norm (faster on the CPU):
+    no InstanceNorm is left, a MONAI BasicUNet with instance norms loads the same state dict strictly
+    and gives the same logits on batches of several slices, with per-sample statistics."""
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = LightUNet(in_channels=3, num_classes=2, base_channels=8).eval()
+    assert not any(isinstance(m, torch.nn.modules.instancenorm._InstanceNorm) for m in net.modules())
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in net.modules()) == 18
+    reference = BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(8, 8, 16, 32, 64, 8)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(-0.5, 0.5)
+    reference.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(3, 3, 48, 64) * torch.tensor([1.0, 5.0, 0.2]).view(3, 1, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(net(x), reference(x), atol=1e-5)
+        assert torch.allclose(net(x[1:2]), reference(x)[1:2], atol=1e-5)  # each slice normalised on its own

@@ -94,10 +94,29 @@ class FCN8s(nn.Module):
         return self.up_final(score)
 
 
+def instance_norms_as_group_norms(module: nn.Module) -> nn.Module:
+    """Replace every affine ``InstanceNorm`` without running statistics by ``GroupNorm`` with one group
+    per channel: the same normalisation (mean and variance per sample and channel, same ``eps``, same
+    ``weight`` and ``bias``, so state dicts load unchanged), computed by PyTorch's group-norm kernel,
+    4-7 times faster on the CPU than its instance-norm one (docs/benchmarks.md)."""
+    for name, child in list(module.named_children()):
+        if (isinstance(child, nn.modules.instancenorm._InstanceNorm) and child.affine
+                and not child.track_running_stats):
+            group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=True)
+            with torch.no_grad():
+                group.weight.copy_(child.weight)
+                group.bias.copy_(child.bias)
+            setattr(module, name, group)
+        else:
+            instance_norms_as_group_norms(child)
+    return module
+
+
 class LightUNet(BasicUNet):
     """Light 2D U-Net: MONAI BasicUNet with widths (c, c, 2c, 4c, 8c, c), instance norm, LeakyReLU.
 
-    Instance norm suits the fine stage, which runs one crop at a time (batch norm would see batch 1).
+    Instance norm suits the fine stage, which runs one crop at a time (batch norm would see batch 1);
+    it is computed as a per-channel group norm (:func:`instance_norms_as_group_norms`).
     """
 
     divisor = 16
@@ -107,6 +126,7 @@ class LightUNet(BasicUNet):
         super().__init__(
             spatial_dims=2, in_channels=in_channels, out_channels=num_classes, features=(c, c, 2 * c, 4 * c, 8 * c, c)
         )
+        instance_norms_as_group_norms(self)
 
 
 #: default ``base_channels`` per backbone (VGG-16's 64; MONAI BasicUNet's 32)
