@@ -164,8 +164,8 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
 
     Returns (catalog card, bundled weights, reference file). Refuses weights stored in full precision
     (export with ``--dtype float16``), and a model whose weights and reference output would take the
-    repository's bundled weights and references together over :data:`MAX_BUNDLED_BYTES`; nothing is
-    written then."""
+    repository's bundled weights and references together over :data:`MAX_BUNDLED_BYTES`; then nothing is
+    written but the shared reference input, if the reference folder had none yet."""
     weights_path = Path(weights_path)
     size = weights_path.stat().st_size
     package = Path(package_dir) if package_dir else bundled_weights_dir().parent
