@@ -179,20 +179,19 @@ def bundle_model(card_path: str | Path, weights_path: str | Path, package_dir: s
         new_reference = scratch.root / f"{card.id}.safetensors"
         save_reference(new_reference, reference_probabilities(networks, stored_reference_input(references)),
                        {"model": card.id, "weights_sha256": card.weights["sha256"]})  # type: ignore[index]
-        replaced = [package / "bundled" / card.weights["file"], references / f"{card.id}.safetensors"]  # type: ignore[index]
-        others = (bundled_bytes(package) + _reference_bytes(references)
-                  - sum(p.stat().st_size for p in replaced if p.is_file()))
+        target_weights = package / "bundled" / card.weights["file"]  # type: ignore[index]
+        reference = references / f"{card.id}.safetensors"
+        others = (bundled_bytes(package) + _reference_bytes(references)  # less the files this bundle replaces
+                  - sum(p.stat().st_size for p in (target_weights, reference) if p.is_file()))
         new = size + new_reference.stat().st_size
         if others + new > MAX_BUNDLED_BYTES:
             raise ValueError(f"{weights_path.name} and its reference output are {new / 1e6:.1f} MB and the other "
                              f"bundled models with theirs {others / 1e6:.1f} MB; all bundled weights and references "
                              f"together must stay under {MAX_BUNDLED_BYTES / 1e6:.0f} MB "
                              "(export a smaller model or in float16)")
-        target_weights = package / "bundled" / card.weights["file"]  # type: ignore[index]
         target_weights.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(weights_path, target_weights)
         card_target = _write_bundled_card(card, Path(card_path), package)
-        reference = references / f"{card.id}.safetensors"
         shutil.move(new_reference, reference)  # last: a refused or failed bundle leaves the tests' references as they were
     finally:
         shutil.rmtree(scratch.root, ignore_errors=True)
